@@ -1,0 +1,267 @@
+"""The Segmenter: camera frames in, class ids (and optional confidence) out, one batched forward pass per call.
+
+It owns input validation, the tensor version of the weights' preprocessing recipe (float resize to the network
+size, then the per-channel affine map of :class:`~espnet_ros.core.weights.Preprocessing`), inference under
+``torch.inference_mode()``, argmax (``max(dim)[1]``, much faster than ``argmax`` on the CPU) and the nearest
+resize back to the camera resolution with pixel centres aligned, so that mask pixel ``(r, c)`` describes camera
+pixel ``(r, c)``. It knows nothing of ROS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
+from espnet_ros.core.labels import LabelSet
+from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
+
+__all__ = [
+    "ColorOrder",
+    "DeviceError",
+    "OutputSize",
+    "SegmentationResult",
+    "Segmenter",
+    "resize_labels",
+    "resolve_device",
+    "validate_image",
+]
+
+_log = logging.getLogger(__name__)
+
+ColorOrder = Literal["bgr", "rgb"]
+OutputSize = Literal["input", "network"]
+
+
+class DeviceError(EspnetRosError, ValueError):
+    """The requested torch device is malformed or not usable on this machine."""
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """The segmentation of one frame.
+
+    Attributes:
+        class_ids: ``(H_out, W_out) uint8`` class ids of the preset's label set.
+        confidence: ``(H_out, W_out) uint8`` max softmax probability scaled to 0..255, or ``None`` if not asked.
+        input_size: ``(width, height)`` of the frame that was segmented.
+        output_size: ``(width, height)`` of ``class_ids`` (the frame's size or the network's).
+    """
+
+    class_ids: npt.NDArray[np.uint8]
+    confidence: npt.NDArray[np.uint8] | None
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+
+
+def validate_image(image: object, what: str = "image") -> None:
+    """Check that ``image`` is a ``(H, W, 3) uint8`` C-contiguous array within the documented size limits.
+
+    Raises:
+        ImageError: naming what was wrong and what is expected.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{what} must be a numpy array of shape (H, W, 3) and dtype uint8, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(
+            f"{what} has dtype {image.dtype}, expected uint8 (0..255); convert 16-bit or float images first, "
+            "e.g. (img / 257).astype(np.uint8) or (img * 255).clip(0, 255).astype(np.uint8)"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(
+            f"{what} has shape {image.shape}, expected (H, W, 3); convert grey or 4-channel images with "
+            "cv2.cvtColor (GRAY2BGR, BGRA2BGR) first"
+        )
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(f"{what} is empty ({w}x{h} pixels)")
+    if h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE or h * w > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{what} is {w}x{h} pixels, beyond the limit of {MAX_IMAGE_SIDE} pixels a side and "
+            f"{MAX_IMAGE_PIXELS} pixels in all; downscale it first"
+        )
+    if not image.flags.c_contiguous:
+        raise ImageError(f"{what} is not C-contiguous (a strided view?); pass np.ascontiguousarray(image)")
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a usable :class:`torch.device`.
+
+    ``auto`` picks CUDA when a GPU is usable and the CPU otherwise, and logs the choice and why. ``cuda`` without a
+    usable GPU is a :class:`DeviceError`, never a silent fallback.
+    """
+    d = device.strip().lower()
+    if d == "auto":
+        if torch.cuda.is_available():
+            chosen = torch.device("cuda:0")
+            _log.info("device auto: chose %s (%s)", chosen, torch.cuda.get_device_name(0))
+            return chosen
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        _log.info("device auto: chose cpu (%s)", why)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(d)
+    except RuntimeError as exc:
+        raise DeviceError(f"invalid device {device!r}: expected auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise DeviceError(f"unsupported device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+        raise DeviceError(f"device {device!r} requested but {why}; use device 'cpu' or 'auto'")
+    index = dev.index if dev.index is not None else 0
+    if index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device("cuda", index)
+
+
+def resize_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """Nearest-neighbour resize of a ``(h, w) uint8`` map to ``size`` = ``(width, height)``, pixel centres aligned.
+
+    Output pixel ``(r, c)`` takes input pixel ``(floor((r + 0.5) * h / H), floor((c + 0.5) * w / W))``.
+    """
+    if (labels.shape[1], labels.shape[0]) == size:
+        return labels
+    return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+class Segmenter:
+    """Segment ``(H, W, 3) uint8`` camera frames with a pretrained ESPNet.
+
+    Args:
+        preset: a preset name (see ``espnet-ros presets``) or a :class:`WeightsPreset`.
+        weights_dir: folder holding the weights (default: ``$ESPNET_ROS_WEIGHTS_DIR`` or the user cache).
+        weights_file: an explicit weights file (still verified against the preset's sha256).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        output_size: ``input`` (class ids at the frame's resolution, pixel-aligned) or ``network``.
+        network_size: network input ``(width, height)``, multiples of 8; default the preset's native size.
+        num_threads: torch intra-op threads on the CPU (default: leave torch's setting).
+
+    Raises:
+        WeightsError: missing or damaged weights. DeviceError: unusable device.
+    """
+
+    def __init__(
+        self,
+        preset: str | WeightsPreset = "cityscapes",
+        *,
+        weights_dir: str | os.PathLike[str] | None = None,
+        weights_file: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        output_size: OutputSize = "input",
+        network_size: tuple[int, int] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self.preset = get_preset(preset)
+        self.labels: LabelSet = self.preset.label_set
+        if output_size not in ("input", "network"):
+            raise ValueError(f"output_size must be 'input' or 'network', got {output_size!r}")
+        self.output_size: OutputSize = output_size
+        size = tuple(network_size) if network_size is not None else self.preset.input_size
+        if len(size) != 2 or any(int(s) <= 0 or int(s) % 8 for s in size):
+            raise ValueError(f"network_size must be (width, height) with positive multiples of 8, got {size}")
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.device = resolve_device(device)
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        model = build_model(self.preset, weights_dir, weights_file)
+        self._model = model.to(self.device)
+        gain, offset = self.preset.preprocessing.affine()
+        self._gain_bgr = torch.from_numpy(gain).to(self.device).view(1, 3, 1, 1)
+        self._offset_bgr = torch.from_numpy(offset).to(self.device).view(1, 3, 1, 1)
+        self.forward_batch_sizes: Counter[int] = Counter()
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying network (eval mode)."""
+        return self._model
+
+    def preprocess(
+        self, images: Sequence[npt.NDArray[np.uint8]], color_orders: Sequence[ColorOrder]
+    ) -> torch.Tensor:
+        """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels) on the device."""
+        w, h = self.input_size
+        planes = []
+        for img, order in zip(images, color_orders, strict=True):
+            t = torch.from_numpy(img).to(self.device).permute(2, 0, 1).unsqueeze(0)
+            if order == "rgb":
+                t = t.flip(1)
+            t = t.float()
+            ih, iw = img.shape[:2]
+            if (iw, ih) == (2 * w, 2 * h):
+                t = F.avg_pool2d(t, 2)  # bilinear, half-pixel centres, exact for a factor of 2
+            elif (iw, ih) != (w, h):
+                t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+            planes.append(t)
+        x = torch.cat(planes, 0) if len(planes) > 1 else planes[0]
+        return (x * self._gain_bgr + self._offset_bgr).contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the network on a preprocessed batch; return logits at the network input resolution."""
+        self.forward_batch_sizes[int(x.shape[0])] += 1
+        logits = self._model(x)
+        if self.preset.output_stride != 1:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    def segment(
+        self,
+        image: npt.NDArray[np.uint8],
+        *,
+        color_order: ColorOrder = "bgr",
+        confidence: bool = False,
+        output_size: OutputSize | None = None,
+    ) -> SegmentationResult:
+        """Segment one ``(H, W, 3) uint8`` frame whose channel order is ``color_order``."""
+        return self.segment_batch([image], color_order=color_order, confidence=confidence, output_size=output_size)[0]
+
+    def segment_batch(
+        self,
+        images: Sequence[npt.NDArray[np.uint8]],
+        *,
+        color_order: ColorOrder | Sequence[ColorOrder] = "bgr",
+        confidence: bool = False,
+        output_size: OutputSize | None = None,
+    ) -> list[SegmentationResult]:
+        """Segment several frames (of any sizes) in one forward pass; results come in the same order."""
+        if len(images) == 0:
+            return []
+        orders: list[ColorOrder] = (
+            [color_order] * len(images) if isinstance(color_order, str) else list(color_order)
+        )
+        if len(orders) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(orders)} colour orders")
+        for i, (img, order) in enumerate(zip(images, orders, strict=True)):
+            validate_image(img, f"image {i}" if len(images) > 1 else "image")
+            if order not in ("bgr", "rgb"):
+                raise ImageError(f"colour order {order!r} is not 'bgr' or 'rgb'")
+        out_mode = output_size or self.output_size
+        if out_mode not in ("input", "network"):
+            raise ValueError(f"output_size must be 'input' or 'network', got {out_mode!r}")
+        with torch.inference_mode():
+            logits = self.forward(self.preprocess(images, orders))
+            best, ids = logits.max(1)
+            conf = None
+            if confidence:
+                # max softmax probability = 1 / sum(exp(l - max))
+                conf = (255.0 / torch.exp(logits - best.unsqueeze(1)).sum(1)).round_().to(torch.uint8).cpu().numpy()
+            ids_np = ids.to(torch.uint8).cpu().numpy()
+        results = []
+        for i, img in enumerate(images):
+            in_size = (int(img.shape[1]), int(img.shape[0]))
+            target = in_size if out_mode == "input" else self.input_size
+            cls = resize_labels(ids_np[i], target)
+            cf = resize_labels(conf[i], target) if conf is not None else None
+            results.append(SegmentationResult(cls, cf, in_size, target))
+        return results
