@@ -19,9 +19,9 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 __all__ = [
+    "DecoderVariant",
     "ESPNet",
     "ESPNetC",
-    "DecoderVariant",
     "decoder_variant_of",
     "espnet",
     "espnet_c",
@@ -195,7 +195,7 @@ class ESPNet(nn.Module):
             raise ValueError(f"decoder_variant must be 'cityscapes' or 'camvid', got {decoder_variant!r}")
         self.decoder_variant = decoder_variant
         self.encoder = ESPNetC(classes, p, q)
-        self.level3_C = _C(128 + 3, classes, 1, 1)  # noqa: N815 (upstream key)
+        self.level3_C = _C(128 + 3, classes, 1, 1)
         self.br = nn.BatchNorm2d(classes, eps=_BN_EPS)
         skip = _LEVEL1_CHANNELS if decoder_variant == "cityscapes" else _LEVEL1_CHANNELS + 3
         self.conv = _CBR(skip + classes, classes, 3, 1)

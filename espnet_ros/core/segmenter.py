@@ -133,7 +133,7 @@ def resize_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.N
     """
     if (labels.shape[1], labels.shape[0]) == size:
         return labels
-    return cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT)
+    return np.asarray(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT), np.uint8)
 
 
 class Segmenter:

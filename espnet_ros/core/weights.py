@@ -97,7 +97,7 @@ class Preprocessing:
             img[:, :, c] -= self.mean_bgr[c]
             img[:, :, c] /= self.std_bgr[c]
         if (img.shape[1], img.shape[0]) != size:
-            img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+            img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_LINEAR), np.float32)
         img /= self.scale
         return np.ascontiguousarray(img.transpose(2, 0, 1))
 
@@ -408,7 +408,7 @@ def download_files(
         h = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=dest.parent)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 while chunk := resp.read(1 << 16):
                     h.update(chunk)
                     out.write(chunk)
