@@ -9,6 +9,7 @@ pixel ``(r, c)``. It knows nothing of ROS.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -126,14 +127,29 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cuda", index)
 
 
+@functools.lru_cache(maxsize=32)
+def _nearest_indices(src: int, dst: int) -> npt.NDArray[np.intp]:
+    """Source index of each destination index for a nearest resize with pixel centres aligned."""
+    idx = np.floor((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst)).astype(np.intp)
+    idx.setflags(write=False)
+    return idx
+
+
 def resize_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
     """Nearest-neighbour resize of a ``(h, w) uint8`` map to ``size`` = ``(width, height)``, pixel centres aligned.
 
-    Output pixel ``(r, c)`` takes input pixel ``(floor((r + 0.5) * h / H), floor((c + 0.5) * w / W))``.
+    Output pixel ``(r, c)`` takes input pixel ``(floor((r + 0.5) * h / H), floor((c + 0.5) * w / W))``, exactly
+    (OpenCV's ``INTER_NEAREST_EXACT`` rounds differently for non-integer ratios, so it is used only for integer
+    upscaling, where both agree).
     """
-    if (labels.shape[1], labels.shape[0]) == size:
+    h, w = labels.shape
+    width, height = size
+    if (w, h) == (width, height):
         return labels
-    return np.asarray(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT), np.uint8)
+    if width % w == 0 and height % h == 0:
+        return np.asarray(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT), np.uint8)
+    rows = labels.take(_nearest_indices(h, height), axis=0)
+    return rows.take(_nearest_indices(w, width), axis=1)
 
 
 class Segmenter:
