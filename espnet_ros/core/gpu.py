@@ -123,7 +123,7 @@ class GpuPipeline:
         self.network_size = network_size
         net = copy.deepcopy(model).eval().to(device)
         if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.half:
             net = net.half()
         self._net = net
