@@ -1,0 +1,258 @@
+"""Health of the segmentation node: per-camera counters, rates and latency, their status levels, /diagnostics.
+
+:class:`RateMeter` and :class:`LatencyWindow` are bounded, pure and driven by explicit timestamps (tests feed them
+numbers). :class:`CameraStats` holds one camera's counters (the node guards it with its lock);
+:meth:`CameraStats.snapshot` freezes it into a :class:`CameraSnapshot`. :func:`camera_level` decides OK / WARN /
+ERROR from two consecutive snapshots (a camera that stalls, or whose every frame in the last period was rejected,
+stale or failed to publish), and :func:`build_diagnostic_array` turns snapshots into the
+``diagnostic_msgs/DiagnosticArray`` the node publishes on ``/diagnostics`` once a second (what
+``rqt_robot_monitor`` and the diagnostic aggregator read). diagnostic_updater is not on PyPI, hence this module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+__all__ = [
+    "ERROR",
+    "OK",
+    "WARN",
+    "CameraSnapshot",
+    "CameraStats",
+    "LatencyWindow",
+    "RateMeter",
+    "build_diagnostic_array",
+    "camera_level",
+    "percentile",
+]
+
+OK, WARN, ERROR = 0, 1, 2
+"""Status levels (the values of ``DiagnosticStatus.OK/WARN/ERROR``)."""
+
+_COUNTERS = (
+    "received", "processed", "published", "dropped_superseded", "dropped_stale", "rejected", "publish_errors",
+    "internal_errors", "skipped_no_subscribers",
+)
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds, from at most ``max_events`` remembered timestamps."""
+
+    def __init__(self, window: float = 5.0, max_events: int = 2000) -> None:
+        if window <= 0 or max_events < 2:
+            raise ValueError("RateMeter needs window > 0 and max_events >= 2")
+        self.window = float(window)
+        self._times: deque[float] = deque(maxlen=max_events)
+
+    def add(self, t: float) -> None:
+        """Record one event at monotonic time ``t`` (seconds)."""
+        self._times.append(t)
+
+    def rate(self, now: float) -> float:
+        """Events per second among those within ``window`` of ``now`` (0 with fewer than two such events)."""
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        n = len(self._times)
+        if n < 2:
+            return 0.0
+        span = max(self._times[-1] - self._times[0], now - self._times[0])
+        return (n - 1) / span if span > 0 else 0.0
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``values`` by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+class LatencyWindow:
+    """The last ``max_samples`` latencies (seconds) and their p50 / p95."""
+
+    def __init__(self, max_samples: int = 300) -> None:
+        self._samples: deque[float] = deque(maxlen=max_samples)
+
+    def add(self, seconds: float) -> None:
+        """Record one latency."""
+        self._samples.append(float(seconds))
+
+    def p50(self) -> float:
+        """Median latency in seconds (NaN when empty)."""
+        return percentile(list(self._samples), 50)
+
+    def p95(self) -> float:
+        """95th percentile latency in seconds (NaN when empty)."""
+        return percentile(list(self._samples), 95)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+@dataclass(frozen=True)
+class CameraSnapshot:
+    """One camera's counters and rates at one moment (see :class:`CameraStats` for the counters' meaning)."""
+
+    topic: str
+    received: int
+    processed: int
+    published: int
+    dropped_superseded: int
+    dropped_stale: int
+    rejected: int
+    publish_errors: int
+    internal_errors: int
+    skipped_no_subscribers: int
+    input_hz: float
+    output_hz: float
+    latency_p50: float
+    latency_p95: float
+    seconds_since_input: float | None
+    last_problem: str
+
+
+@dataclass
+class CameraStats:
+    """Mutable counters of one camera (guarded by the node's lock).
+
+    Attributes:
+        received: frames that arrived (callback).
+        processed: frames segmented.
+        published: frames for which at least one output was published.
+        dropped_superseded: frames replaced in the one-frame slot by a newer one before the worker took them.
+        dropped_stale: frames older than ``max_frame_age`` when the worker took them.
+        rejected: malformed frames (bad encoding, size, step, data length, corrupted compressed bytes, ...).
+        publish_errors: ``publish()`` calls that raised.
+        internal_errors: unexpected exceptions while handling a frame (a bug; logged with the traceback).
+        skipped_no_subscribers: frames not segmented because no output of this camera had a subscriber.
+    """
+
+    topic: str
+    received: int = 0
+    processed: int = 0
+    published: int = 0
+    dropped_superseded: int = 0
+    dropped_stale: int = 0
+    rejected: int = 0
+    publish_errors: int = 0
+    internal_errors: int = 0
+    skipped_no_subscribers: int = 0
+    last_problem: str = ""
+    last_input: float | None = None
+    input_rate: RateMeter = field(default_factory=RateMeter)
+    output_rate: RateMeter = field(default_factory=RateMeter)
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+
+    def snapshot(self, now: float) -> CameraSnapshot:
+        """Freeze the counters; ``now`` is the monotonic time used for rates and the time since the last input."""
+        return CameraSnapshot(
+            topic=self.topic,
+            **{name: getattr(self, name) for name in _COUNTERS},
+            input_hz=self.input_rate.rate(now),
+            output_hz=self.output_rate.rate(now),
+            latency_p50=self.latency.p50(),
+            latency_p95=self.latency.p95(),
+            seconds_since_input=None if self.last_input is None else now - self.last_input,
+            last_problem=self.last_problem,
+        )
+
+
+def camera_level(
+    current: CameraSnapshot, previous: CameraSnapshot | None, stall_timeout: float
+) -> tuple[int, str]:
+    """Decide a camera's level and message from its snapshot now and one period earlier.
+
+    ERROR: every frame taken in the period was rejected as malformed. WARN: no frame yet, no frame for
+    ``stall_timeout`` seconds (stalled), every frame in the period was stale, or publishing failed. OK otherwise.
+    """
+    def delta(name: str) -> int:
+        return int(getattr(current, name)) - (int(getattr(previous, name)) if previous is not None else 0)
+
+    taken = delta("processed") + delta("rejected") + delta("dropped_stale") + delta("internal_errors")
+    if current.seconds_since_input is None:
+        return WARN, f"no image received yet on {current.topic}"
+    if delta("rejected") > 0 and delta("rejected") == taken:
+        return ERROR, f"every frame rejected ({delta('rejected')} in the last period): {current.last_problem}"
+    if current.seconds_since_input > stall_timeout:
+        return WARN, f"stalled: no image for {current.seconds_since_input:.1f} s on {current.topic}"
+    if delta("dropped_stale") > 0 and delta("dropped_stale") == taken:
+        return WARN, (
+            "every frame dropped as stale (header stamp older than max_frame_age): check the camera's clock, "
+            "use_sim_time, or raise max_frame_age"
+        )
+    if delta("internal_errors") > 0:
+        return WARN, f"internal errors while processing frames: {current.last_problem}"
+    if delta("publish_errors") > 0:
+        return WARN, f"{delta('publish_errors')} publish() calls failed in the last period"
+    if delta("rejected") > 0:
+        return WARN, f"some frames rejected: {current.last_problem}"
+    return OK, "ok"
+
+
+def _fmt(value: float, unit_scale: float = 1.0, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value * unit_scale:.{digits}f}"
+
+
+def _values(pairs: Iterable[tuple[str, object]]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=str(v)) for k, v in pairs]
+
+
+def build_diagnostic_array(
+    stamp: Time,
+    node_name: str,
+    cameras: Sequence[tuple[CameraSnapshot, int, str]],
+    summary: Mapping[str, object],
+) -> DiagnosticArray:
+    """Build the ``DiagnosticArray``: one status per camera (with its level and message) and one for the node.
+
+    The node's status takes the worst camera level and carries ``summary`` (device, preset, batch counts ...).
+    """
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    statuses = []
+    for snap, level, message in cameras:
+        st = DiagnosticStatus()
+        st.level = bytes([level])
+        st.name = f"{node_name}: camera {snap.topic}"
+        st.hardware_id = snap.topic
+        st.message = message
+        st.values = _values([
+            ("input rate (Hz)", _fmt(snap.input_hz)),
+            ("output rate (Hz)", _fmt(snap.output_hz)),
+            ("latency p50 (ms)", _fmt(snap.latency_p50, 1000.0)),
+            ("latency p95 (ms)", _fmt(snap.latency_p95, 1000.0)),
+            ("frames received", snap.received),
+            ("frames processed", snap.processed),
+            ("frames published", snap.published),
+            ("frames dropped (superseded)", snap.dropped_superseded),
+            ("frames dropped (stale)", snap.dropped_stale),
+            ("frames rejected (malformed)", snap.rejected),
+            ("publish errors", snap.publish_errors),
+            ("internal errors", snap.internal_errors),
+            ("frames skipped (no subscribers)", snap.skipped_no_subscribers),
+            ("seconds since last input", "never" if snap.seconds_since_input is None
+             else f"{snap.seconds_since_input:.2f}"),
+            ("last problem", snap.last_problem or "none"),
+        ])
+        statuses.append(st)
+    node_status = DiagnosticStatus()
+    worst = max((lvl for _, lvl, _ in cameras), default=OK)
+    node_status.level = bytes([worst])
+    node_status.name = f"{node_name}: segmentation"
+    node_status.hardware_id = str(summary.get("device", ""))
+    node_status.message = {OK: "ok", WARN: "a camera needs attention", ERROR: "a camera is failing"}[worst]
+    node_status.values = _values(summary.items())
+    msg.status = [node_status, *statuses]
+    return msg
