@@ -1,0 +1,68 @@
+"""Shared pytest fixtures for ROS tests: an isolated rclpy Context per test and a deadline-bounded spin helper.
+
+``ros_context`` gives each test its own initialised :class:`rclpy.context.Context` on a random ROS domain with
+discovery limited to this host (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, set by ``ros_env``), so that tests
+running at the same time on one machine do not see each other's topics; it is shut down after the test.
+``spin_until`` spins an executor until a predicate holds or a timeout passes (tests assert the predicate, never
+wall-clock time).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import Executor
+
+SpinUntil = Callable[[Executor, Callable[[], bool], float], bool]
+
+# Domain ids 1..101 are valid on every platform (0 is the default everybody uses; 102+ collide with ports on Linux).
+_rng = random.SystemRandom()
+
+
+def ros_domain_id() -> int:
+    """A random ROS domain id in 1..101 for one test."""
+    return _rng.randint(1, 101)
+
+
+@pytest.fixture
+def ros_env(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Set ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a random ``ROS_DOMAIN_ID`` for one test; return the id.
+
+    For code that initialises rclpy itself (a ``main()``); node tests use ``ros_context``.
+    """
+    domain_id = ros_domain_id()
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
+    return domain_id
+
+
+@pytest.fixture
+def ros_context(ros_env: int) -> Iterator[Context]:
+    """An initialised rclpy Context on a random domain, localhost discovery only; shut down afterwards."""
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_env)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+def _spin_until(executor: Executor, predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return predicate()
+        executor.spin_once(timeout_sec=min(0.05, remaining))
+    return True
+
+
+@pytest.fixture
+def spin_until() -> SpinUntil:
+    """``spin_until(executor, predicate, timeout) -> bool``: spin until ``predicate()`` holds or ``timeout`` s pass."""
+    return _spin_until
