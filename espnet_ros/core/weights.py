@@ -331,7 +331,8 @@ def check_file(preset: str | WeightsPreset, path: Path) -> bytes:
         if other.sha256 == digest:
             raise WeightsError(
                 f"{path} holds the weights of preset {other.name!r} ({other.file}), not of {p.name!r} "
-                f"({p.file}); use preset {other.name!r} or point the weights setting at the right file"
+                f"({p.file}); use preset {other.name!r}, point the weights setting at the right file, or delete "
+                f"it and {fix}"
             )
     if not data:
         kind = "is empty"
