@@ -1,0 +1,271 @@
+"""Evaluation of segmentations against ground-truth label maps: confusion matrices and mIoU under two protocols.
+
+A :class:`ConfusionMatrix` accumulates one ``(K, K)`` matrix (rows: ground truth, columns: prediction) over a whole
+split with ``np.bincount(label * K + pred)``. :func:`compute_metrics` turns it into an :class:`EvalResult` under
+either protocol: ``upstream`` (all K labels in the matrix; IoU_c = TP / (GT_c + PRED_c - TP) where PRED_c counts
+predictions on unlabelled pixels too; this reproduces the published ESPNet CamVid numbers) or ``standard``
+(pixels labelled with the ignore id are dropped entirely). Both average over the classes other than the ignore id.
+:func:`evaluate_split` runs a :class:`~espnet_ros.core.segmenter.Segmenter` over an images / labels folder pair.
+All figures are percentages. No ROS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.labels import LabelSet
+
+if TYPE_CHECKING:
+    from espnet_ros.core.segmenter import Segmenter
+
+__all__ = [
+    "PROTOCOLS",
+    "ConfusionMatrix",
+    "EvalError",
+    "EvalResult",
+    "Protocol",
+    "compute_metrics",
+    "evaluate_split",
+    "find_pairs",
+    "read_label_map",
+]
+
+_log = logging.getLogger(__name__)
+
+Protocol = Literal["upstream", "standard"]
+PROTOCOLS: tuple[Protocol, ...] = ("upstream", "standard")
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+
+
+class EvalError(EspnetRosError):
+    """The evaluation inputs are unusable: missing or unmatched files, label maps of the wrong kind or size."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one evaluation, in percent.
+
+    Attributes:
+        miou: mean IoU over the evaluated classes (every class but the ignore id), skipping classes that appear
+            neither in the ground truth nor in the predictions.
+        pixel_acc: correctly labelled pixels / labelled pixels (pixels labelled with the ignore id excluded).
+        class_avg_acc: mean over the evaluated classes of TP / GT (classes absent from the ground truth skipped).
+        per_class_iou: class name → IoU (NaN for a class absent from both ground truth and predictions).
+        protocol: ``upstream`` or ``standard``.
+        num_images: number of label maps accumulated.
+        per_class_acc: class name → TP / GT (NaN where GT is 0).
+        confusion: the ``(K, K) int64`` confusion matrix (rows ground truth, columns prediction) the figures come
+            from, ignore row included.
+    """
+
+    miou: float
+    pixel_acc: float
+    class_avg_acc: float
+    per_class_iou: Mapping[str, float]
+    protocol: Protocol
+    num_images: int
+    per_class_acc: Mapping[str, float] = field(default_factory=dict)
+    confusion: npt.NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (NaN becomes ``None``); the confusion matrix as nested lists."""
+
+        def clean(v: float) -> float | None:
+            return None if math.isnan(v) else round(float(v), 4)
+
+        return {
+            "protocol": self.protocol,
+            "num_images": self.num_images,
+            "miou": clean(self.miou),
+            "pixel_acc": clean(self.pixel_acc),
+            "class_avg_acc": clean(self.class_avg_acc),
+            "per_class_iou": {k: clean(v) for k, v in self.per_class_iou.items()},
+            "per_class_acc": {k: clean(v) for k, v in self.per_class_acc.items()},
+            "confusion": None if self.confusion is None else self.confusion.tolist(),
+        }
+
+
+class ConfusionMatrix:
+    """Accumulates a ``(K, K) int64`` confusion matrix; rows are ground truth, columns predictions.
+
+    Ground-truth values outside ``0..K-1`` (such as 255) are not counted; :attr:`skipped_pixels` says how many.
+    Predictions must be class ids in ``0..K-1``.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 1 or num_classes > 255:
+            raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.matrix: npt.NDArray[np.int64] = np.zeros((num_classes, num_classes), np.int64)
+        self.num_images = 0
+        self.skipped_pixels = 0
+
+    def update(self, labels: npt.NDArray[np.integer], predictions: npt.NDArray[np.integer]) -> None:
+        """Add one pair of same-shaped ground-truth and predicted class-id maps."""
+        if labels.shape != predictions.shape:
+            raise EvalError(
+                f"label map is {labels.shape} but the prediction is {predictions.shape}; predict at the labels' size"
+            )
+        k = self.num_classes
+        lab = labels.reshape(-1).astype(np.int64, copy=False)
+        pred = predictions.reshape(-1).astype(np.int64, copy=False)
+        if pred.size and (int(pred.min()) < 0 or int(pred.max()) >= k):
+            raise EvalError(f"predictions must be class ids in 0..{k - 1}, got values {pred.min()}..{pred.max()}")
+        valid = (lab >= 0) & (lab < k)
+        n_valid = int(np.count_nonzero(valid))
+        if n_valid != lab.size:
+            self.skipped_pixels += lab.size - n_valid
+            lab, pred = lab[valid], pred[valid]
+        self.matrix += np.bincount(lab * k + pred, minlength=k * k).reshape(k, k)
+        self.num_images += 1
+
+    def result(self, labels: LabelSet, protocol: Protocol = "upstream") -> EvalResult:
+        """The metrics of the accumulated matrix for ``labels`` under ``protocol``."""
+        return compute_metrics(self.matrix, labels.names, labels.ignore_id, protocol, self.num_images)
+
+
+def _pct(num: npt.NDArray[np.float64], den: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, 100.0 * num / np.maximum(den, 1), np.nan)
+
+
+def _nanmean(values: npt.NDArray[np.float64]) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def compute_metrics(
+    confusion: npt.NDArray[np.integer],
+    names: Sequence[str],
+    ignore_id: int | None,
+    protocol: Protocol = "upstream",
+    num_images: int = 0,
+) -> EvalResult:
+    """Metrics of a ``(K, K)`` confusion matrix (rows ground truth, columns prediction).
+
+    ``upstream``: IoU_c = TP_c / (GT_c + PRED_c - TP_c) on the full matrix, so predictions of class c on pixels
+    labelled ``ignore_id`` count as false positives of c. ``standard``: the ``ignore_id`` row is dropped first.
+    Both average IoU and accuracy over the classes other than ``ignore_id``; pixel accuracy is the correctly
+    labelled fraction of the pixels not labelled ``ignore_id``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    cm = np.asarray(confusion, np.float64)
+    k = cm.shape[0]
+    if cm.shape != (k, k) or len(names) != k:
+        raise ValueError(f"confusion matrix {cm.shape} does not match {len(names)} class names")
+    if protocol == "standard" and ignore_id is not None:
+        cm = cm.copy()
+        cm[ignore_id, :] = 0.0
+    tp = np.diag(cm)
+    gt = cm.sum(1)
+    pred = cm.sum(0)
+    iou = _pct(tp, gt + pred - tp)
+    acc = _pct(tp, gt)
+    classes = [c for c in range(k) if c != ignore_id]
+    labelled = gt[classes].sum()
+    pixel_acc = 100.0 * tp[classes].sum() / labelled if labelled > 0 else math.nan
+    return EvalResult(
+        miou=_nanmean(iou[classes]),
+        pixel_acc=float(pixel_acc),
+        class_avg_acc=_nanmean(acc[classes]),
+        per_class_iou=MappingProxyType({names[c]: float(iou[c]) for c in classes}),
+        protocol=protocol,
+        num_images=num_images,
+        per_class_acc=MappingProxyType({names[c]: float(acc[c]) for c in classes}),
+        confusion=np.asarray(confusion, np.int64).copy(),
+    )
+
+
+def read_label_map(path: Path) -> npt.NDArray[np.uint8]:
+    """Read a single-channel ``(H, W) uint8`` label png; raise :class:`EvalError` if it is not one."""
+    data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    labels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if labels is None:
+        raise EvalError(f"cannot read label map {path}; expected a single-channel 8-bit png of class ids")
+    if labels.ndim != 2 or labels.dtype != np.uint8:
+        raise EvalError(
+            f"label map {path} is {labels.dtype} with shape {labels.shape}; expected a single-channel 8-bit image of "
+            "class ids (not a colour-coded label image)"
+        )
+    return np.asarray(labels, np.uint8)
+
+
+def _list_images(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise EvalError(f"{what} folder {folder} does not exist or is not a folder")
+    files = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES}
+    if not files:
+        raise EvalError(f"{what} folder {folder} holds no images (expected {', '.join(_IMAGE_SUFFIXES)})")
+    return files
+
+
+def find_pairs(
+    images_dir: str | os.PathLike[str], labels_dir: str | os.PathLike[str]
+) -> list[tuple[Path, Path]]:
+    """Match images to label maps by file name (stem), sorted by name.
+
+    Raises :class:`EvalError` if a folder is missing or empty, or if any image has no label map (or vice versa).
+    """
+    images = _list_images(Path(images_dir), "images")
+    labels = _list_images(Path(labels_dir), "labels")
+    missing = sorted(set(images) - set(labels))
+    extra = sorted(set(labels) - set(images))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} image(s) without a label map (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} label map(s) without an image (e.g. {extra[0]})")
+        raise EvalError(
+            f"images in {images_dir} and labels in {labels_dir} do not match by file name: {'; '.join(parts)}; "
+            "give folders whose files pair up one to one"
+        )
+    return [(images[s], labels[s]) for s in sorted(images)]
+
+
+def evaluate_split(
+    segmenter: Segmenter,
+    pairs: Iterable[tuple[Path, Path]],
+    *,
+    on_image: Callable[[Path], None] | None = None,
+) -> ConfusionMatrix:
+    """Segment every image of ``pairs`` and accumulate the confusion matrix against its label map.
+
+    The segmenter runs at its network size; its class ids are brought to the label map's resolution (nearest,
+    pixel centres aligned). ``on_image`` is called after each image (for progress bars). Returns the matrix; call
+    :meth:`ConfusionMatrix.result` for either protocol.
+    """
+    from espnet_ros.core.frames import FrameSource
+    from espnet_ros.core.segmenter import resize_labels
+
+    cm = ConfusionMatrix(segmenter.labels.num_classes)
+    for image_path, label_path in pairs:
+        frame = next(iter(FrameSource(image_path)))
+        labels = read_label_map(label_path)
+        if int(labels.max()) >= cm.num_classes and int(labels.max()) != 255:
+            raise EvalError(
+                f"label map {label_path} holds class id {int(labels.max())} but preset {segmenter.preset.name!r} "
+                f"has {cm.num_classes} classes (0..{cm.num_classes - 1}); are these labels of another dataset?"
+            )
+        result = segmenter.segment(frame.image, color_order="bgr", output_size="network")
+        pred = resize_labels(result.class_ids, (labels.shape[1], labels.shape[0]))
+        cm.update(labels, pred)
+        if on_image is not None:
+            on_image(image_path)
+    if cm.num_images == 0:
+        raise EvalError("no image pairs to evaluate")
+    return cm
