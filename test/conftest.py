@@ -9,9 +9,11 @@ wall-clock time).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import rclpy
@@ -66,3 +68,26 @@ def _spin_until(executor: Executor, predicate: Callable[[], bool], timeout: floa
 def spin_until() -> SpinUntil:
     """``spin_until(executor, predicate, timeout) -> bool``: spin until ``predicate()`` holds or ``timeout`` s pass."""
     return _spin_until
+
+
+# --- paths to the shared data (weights, samples, CamVid), read from ../shared unless the environment says otherwise
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder: ``$ESPNET_ROS_SHARED_DIR``, else ``../shared`` relative to the repository root."""
+    return Path(os.environ.get("ESPNET_ROS_SHARED_DIR") or _REPO.parent / "shared")
+
+
+@pytest.fixture(scope="session")
+def weights_dir(shared_dir: Path) -> Path:
+    """The folder of the 7 official weight files: ``$ESPNET_ROS_WEIGHTS_DIR``, else ``<shared>/espnet/weights``."""
+    return Path(os.environ.get("ESPNET_ROS_WEIGHTS_DIR") or shared_dir / "espnet" / "weights")
+
+
+@pytest.fixture(scope="session")
+def samples_dir(shared_dir: Path) -> Path:
+    """The two upstream sample frames: ``$ESPNET_ROS_SAMPLES_DIR``, else ``<shared>/espnet/samples``."""
+    return Path(os.environ.get("ESPNET_ROS_SAMPLES_DIR") or shared_dir / "espnet" / "samples")
