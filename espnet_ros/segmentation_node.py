@@ -1,0 +1,552 @@
+"""The ``espnet_segmentation`` ROS 2 node: camera images in, class masks, overlays and drivable area out.
+
+This module owns the node's threading and topic layout. Subscription callbacks only put the message into its
+camera's one-frame slot (latest frame wins; a replaced frame is counted as dropped) and wake the worker thread. The
+worker takes the latest frame of every camera at once, drops frames older than ``max_frame_age``, decodes them
+(malformed ones are counted and reported per camera, never fatal), segments all good frames in one batched forward
+pass, renders only the outputs that have subscribers and publishes them with the input's header. Per camera with
+image topic ``<ns>/<image>`` (after remapping) the node reads ``<ns>/camera_info`` and publishes under
+``<ns>/segmentation/``: ``class_mask`` (mono8 class ids), ``confidence`` (mono8), ``color_mask`` (rgb8),
+``overlay`` (bgr8), ``drivable_mask`` (mono8 0/255), ``drivable_overlay`` (bgr8), ``camera_info`` (scaled to the
+masks), and latched ``labels`` (std_msgs/String JSON) and ``label_info`` (vision_msgs/LabelInfo, where installed).
+Health goes to ``/diagnostics`` once a second. Parameters are declared in :mod:`espnet_ros.parameters`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from espnet_ros.core.errors import EspnetRosError, ImageError
+from espnet_ros.core.render import Renderer, colorize
+from espnet_ros.core.segmenter import SegmentationResult, Segmenter, validate_image
+from espnet_ros.diagnostics import (
+    CameraSnapshot,
+    CameraStats,
+    build_diagnostic_array,
+    camera_level,
+)
+from espnet_ros.image_codec import DecodedImage, decode_compressed, decode_image, encode_image
+from espnet_ros.label_msgs import label_info_msg, label_info_type, labels_string_msg
+from espnet_ros.parameters import (
+    NodeConfig,
+    ParameterError,
+    apply_updates,
+    declare_parameters,
+    parameter_values,
+    read_config,
+)
+from espnet_ros.qos import LATCHED_QOS, OUTPUT_QOS, parse_qos
+
+__all__ = [
+    "IMAGE_OUTPUTS",
+    "NODE_NAME",
+    "OUTPUT_NAMESPACE",
+    "CameraTopics",
+    "SegmentationNode",
+    "camera_topics",
+    "main",
+    "scale_camera_info",
+]
+
+NODE_NAME = "espnet_segmentation"
+OUTPUT_NAMESPACE = "segmentation"
+IMAGE_OUTPUTS: tuple[str, ...] = (
+    "class_mask", "confidence", "color_mask", "overlay", "drivable_mask", "drivable_overlay",
+)
+"""Image outputs per camera, each published under ``<camera namespace>/segmentation/``."""
+
+_WARN_PERIOD_S = 5.0
+_PUBLISH_ERRORS = (RCLError, InvalidHandle)
+
+
+@dataclass(frozen=True)
+class CameraTopics:
+    """The fully qualified topics of one camera (after remapping).
+
+    ``image`` is the subscribed image topic (``.../compressed`` for the compressed transport), ``camera_info`` its
+    sibling ``camera_info`` and ``prefix`` the namespace of the outputs (``<camera namespace>/segmentation``).
+    """
+
+    image: str
+    camera_info: str
+    prefix: str
+
+    def output(self, name: str) -> str:
+        """The topic of output ``name`` (``class_mask``, ``labels`` ...)."""
+        return f"{self.prefix}/{name}"
+
+
+def camera_topics(resolved_image_topic: str, transport: str = "raw") -> CameraTopics:
+    """Lay out a camera's topics from its fully qualified image topic (image_transport's convention).
+
+    ``/front/image_raw`` → image ``/front/image_raw`` (or ``/front/image_raw/compressed``), camera_info
+    ``/front/camera_info``, outputs under ``/front/segmentation``; ``/image`` → ``/camera_info``, ``/segmentation``.
+    """
+    if not resolved_image_topic.startswith("/"):
+        raise ValueError(f"expected a fully qualified topic, got {resolved_image_topic!r}")
+    parent = resolved_image_topic.rsplit("/", 1)[0]
+    image = resolved_image_topic + ("/compressed" if transport == "compressed" else "")
+    return CameraTopics(image=image, camera_info=f"{parent}/camera_info", prefix=f"{parent}/{OUTPUT_NAMESPACE}")
+
+
+def scale_camera_info(info: CameraInfo, width: int, height: int, header: Header) -> CameraInfo:
+    """Return ``info`` describing an image of ``width`` x ``height`` pixels, with ``header``.
+
+    The source size is the region the camera info describes (its ROI, divided by its binning, else its
+    width/height; an all-zero size means "the size of the image", which the caller passes as ``width``/``height``).
+    Intrinsics (``K``, ``P``) are scaled with pixel centres aligned, ``u' = (u + 0.5) * s - 0.5``, which is how the
+    segmenter resizes masks; distortion and rectification are unchanged; binning and ROI of the result are zero.
+    """
+    out = CameraInfo()
+    out.header = header
+    out.distortion_model = info.distortion_model
+    out.d = list(info.d)
+    out.r = list(info.r)
+    k = [float(v) for v in info.k]
+    p = [float(v) for v in info.p]
+    bx = int(info.binning_x) or 1
+    by = int(info.binning_y) or 1
+    roi = info.roi
+    if roi.width > 0 and roi.height > 0:
+        x0, y0, src_w, src_h = float(roi.x_offset), float(roi.y_offset), roi.width / bx, roi.height / by
+    else:
+        x0, y0, src_w, src_h = 0.0, 0.0, float(info.width) / bx, float(info.height) / by
+    if src_w <= 0 or src_h <= 0:
+        src_w, src_h = float(width), float(height)
+    sx, sy = width / src_w, height / src_h
+
+    def fx_(f: float) -> float:
+        return f / bx * sx
+
+    def fy_(f: float) -> float:
+        return f / by * sy
+
+    def cx_(c: float) -> float:
+        return ((c - x0) / bx + 0.5) * sx - 0.5
+
+    def cy_(c: float) -> float:
+        return ((c - y0) / by + 0.5) * sy - 0.5
+
+    if any(k):
+        k[0], k[1], k[2] = fx_(k[0]), k[1] / bx * sx, cx_(k[2])
+        k[4], k[5] = fy_(k[4]), cy_(k[5])
+    if any(p):
+        p[0], p[1], p[2], p[3] = fx_(p[0]), p[1] / bx * sx, cx_(p[2]), p[3] / bx * sx
+        p[5], p[6], p[7] = fy_(p[5]), cy_(p[6]), p[7] / by * sy
+    out.k = k
+    out.p = p
+    out.width = int(width)
+    out.height = int(height)
+    return out
+
+
+@dataclass
+class _Camera:
+    """Everything the node keeps per camera (slot and info guarded by the node's lock)."""
+
+    index: int
+    name: str
+    topics: CameraTopics
+    stats: CameraStats
+    publishers: dict[str, Publisher] = field(default_factory=dict)
+    labels_publisher: Publisher | None = None
+    label_info_publisher: Publisher | None = None
+    pending: tuple[Image | CompressedImage, float] | None = None
+    camera_info: CameraInfo | None = None
+    last_warning: dict[str, float] = field(default_factory=dict)
+    published_outputs: Counter[str] = field(default_factory=Counter)
+    previous: CameraSnapshot | None = None
+
+
+@dataclass
+class _Frame:
+    camera: _Camera
+    msg: Image | CompressedImage
+    wanted: frozenset[str]
+    decoded: DecodedImage | None = None
+
+
+class SegmentationNode(Node):
+    """ESPNet semantic segmentation of one or more cameras (see the module docstring for topics and threading).
+
+    Keyword arguments go to :class:`rclpy.node.Node` (``context=``, ``parameter_overrides=``, ``namespace=`` ...).
+
+    Raises:
+        ParameterError: a parameter value is unusable. WeightsError: weights missing or damaged.
+        DeviceError: the device is unusable. (The node is destroyed before the error propagates.)
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self.max_pending_frames = 0
+        """High-water mark of frames waiting in the slots (at most one per camera)."""
+        try:
+            declare_parameters(self)
+            self._config = read_config(self)
+            self.segmenter = Segmenter(
+                self._config.preset,
+                weights_dir=self._config.weights_dir or None,
+                weights_file=self._config.weights_file or None,
+                device=self._config.device,
+                output_size="input" if self._config.output_resolution == "camera" else "network",
+                num_threads=self._config.num_threads or None,
+            )
+        except BaseException:
+            self.destroy_node()
+            raise
+        self.labels = self.segmenter.labels
+        self._palette_rgb = self.labels.palette_rgb()
+        self._renderer = self._make_renderer(self._config)
+        self._label_info_type = label_info_type()
+        self._cameras = [self._setup_camera(i, topic) for i, topic in enumerate(self._config.cameras)]
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics, clock=self._steady)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._publish_labels()
+        self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"segmenting {len(self._cameras)} camera(s) with preset {self._config.preset!r} on "
+            f"{self.segmenter.device}: {self._config.summary()}"
+        )
+        for cam in self._cameras:
+            self.get_logger().info(f"camera {cam.name}: {cam.topics.image} -> {cam.topics.prefix}/*")
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _setup_camera(self, index: int, topic: str) -> _Camera:
+        resolved = self.resolve_topic_name(topic)
+        topics = camera_topics(resolved, self._config.image_transport)
+        cam = _Camera(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
+        qos: QoSProfile = parse_qos(self._config.input_qos)
+        msg_type = CompressedImage if self._config.image_transport == "compressed" else Image
+        self.create_subscription(msg_type, topics.image, lambda m, c=cam: self._on_frame(c, m), qos)
+        self.create_subscription(CameraInfo, topics.camera_info, lambda m, c=cam: self._on_camera_info(c, m), qos)
+        for name in IMAGE_OUTPUTS:
+            cam.publishers[name] = self.create_publisher(Image, topics.output(name), OUTPUT_QOS)
+        cam.publishers["camera_info"] = self.create_publisher(CameraInfo, topics.output("camera_info"), OUTPUT_QOS)
+        cam.labels_publisher = self.create_publisher(String, topics.output("labels"), LATCHED_QOS)
+        if self._label_info_type is not None:
+            cam.label_info_publisher = self.create_publisher(
+                self._label_info_type, topics.output("label_info"), LATCHED_QOS
+            )
+        return cam
+
+    def _make_renderer(self, config: NodeConfig) -> Renderer:
+        return Renderer(
+            self.labels, config.drivable_ids, color_order="bgr", alpha=config.overlay_alpha,
+            drivable_alpha=config.overlay_alpha,
+        )
+
+    def _publish_labels(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        labels = labels_string_msg(self.labels, self._config.preset, self._config.drivable_ids)
+        for cam in self._cameras:
+            if cam.labels_publisher is not None:
+                self._publish(cam, "labels", cam.labels_publisher, labels)
+            if cam.label_info_publisher is not None:
+                self._publish(cam, "label_info", cam.label_info_publisher, label_info_msg(self.labels, header))
+
+    # ----------------------------------------------------------------------------------------------- public
+    @property
+    def config(self) -> NodeConfig:
+        """The configuration in force (tunables included)."""
+        return self._config
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Fully qualified image topic of each camera (before ``/compressed``), in parameter order."""
+        return [c.name for c in self._cameras]
+
+    def camera_topics_of(self, camera: str | int = 0) -> CameraTopics:
+        """The topic layout of a camera, by index or fully qualified image topic."""
+        return self._camera(camera).topics
+
+    def stats(self, camera: str | int = 0) -> CameraSnapshot:
+        """A snapshot of one camera's counters and rates (by index or fully qualified image topic)."""
+        cam = self._camera(camera)
+        with self._lock:
+            return cam.stats.snapshot(time.monotonic())
+
+    def published_outputs(self, camera: str | int = 0) -> dict[str, int]:
+        """How many messages of each output (and ``labels``/``label_info``) a camera has published."""
+        cam = self._camera(camera)
+        with self._lock:
+            return dict(cam.published_outputs)
+
+    def pending_frames(self) -> int:
+        """Frames waiting for the worker right now (never more than the number of cameras)."""
+        with self._lock:
+            return sum(c.pending is not None for c in self._cameras)
+
+    def destroy_node(self) -> None:
+        """Stop the worker thread (it finishes the batch in hand), then destroy the node."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=30.0)
+        super().destroy_node()
+
+    def _camera(self, camera: str | int) -> _Camera:
+        if isinstance(camera, int):
+            return self._cameras[camera]
+        for c in self._cameras:
+            if camera in (c.name, c.topics.image):
+                return c
+        raise KeyError(f"no camera {camera!r}; cameras: {', '.join(self.camera_names)}")
+
+    # ----------------------------------------------------------------------------------------------- callbacks
+    def _on_frame(self, cam: _Camera, msg: Image | CompressedImage) -> None:
+        now = time.monotonic()
+        with self._wake:
+            if cam.pending is not None:
+                cam.stats.dropped_superseded += 1
+            cam.pending = (msg, now)
+            cam.stats.received += 1
+            cam.stats.last_input = now
+            cam.stats.input_rate.add(now)
+            pending = sum(c.pending is not None for c in self._cameras)
+            self.max_pending_frames = max(self.max_pending_frames, pending)
+            self._wake.notify()
+
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        with self._lock:
+            cam.camera_info = msg
+
+    def _validate_parameters(self, parameters: list[Parameter[Any]]) -> SetParametersResult:
+        try:
+            apply_updates(self._config, parameter_values(parameters))
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter[Any]]) -> None:
+        old = self._config
+        self._config = apply_updates(old, parameter_values(parameters))
+        self.get_logger().info(
+            "parameters updated: " + ", ".join(f"{p.name}={p.value!r}" for p in parameters)
+        )
+        if self._config.drivable_ids != old.drivable_ids:
+            self._publish_labels()
+
+    # ----------------------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and all(c.pending is None for c in self._cameras):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                taken = [(c, c.pending) for c in self._cameras if c.pending is not None]
+                for c, _ in taken:
+                    c.pending = None
+            try:
+                self._process([(c, p[0]) for c, p in taken if p is not None])
+            except Exception as exc:  # a bug must not kill the worker: count it, log it, go on
+                text = f"internal error while processing frames: {exc!r}"
+                with self._lock:
+                    for c, _ in taken:
+                        c.stats.internal_errors += 1
+                        c.stats.last_problem = text
+                self.get_logger().error(f"{text}\n{traceback.format_exc()}", throttle_duration_sec=_WARN_PERIOD_S)
+
+    def _warn(self, cam: _Camera, kind: str, text: str) -> None:
+        """Log a per-frame problem at most once per 5 s per camera and kind."""
+        now = time.monotonic()
+        if now - cam.last_warning.get(kind, -math.inf) >= _WARN_PERIOD_S:
+            cam.last_warning[kind] = now
+            self.get_logger().warning(f"camera {cam.name}: {text}")
+
+    def _wanted(self, cam: _Camera) -> frozenset[str]:
+        return frozenset(name for name, pub in cam.publishers.items() if pub.get_subscription_count() > 0)
+
+    def _process(self, taken: Sequence[tuple[_Camera, Image | CompressedImage]]) -> None:
+        config = self._config
+        if (config.overlay_alpha, config.drivable_ids) != (self._renderer.alpha, self._renderer.drivable_ids):
+            self._renderer = self._make_renderer(config)
+        now = self.get_clock().now()
+        frames: list[_Frame] = []
+        for cam, msg in taken:
+            wanted = self._wanted(cam)
+            if not wanted:
+                with self._lock:
+                    cam.stats.skipped_no_subscribers += 1
+                continue
+            stamp = Time(seconds=msg.header.stamp.sec, nanoseconds=msg.header.stamp.nanosec,
+                         clock_type=now.clock_type)
+            age = (now - stamp).nanoseconds * 1e-9
+            if config.max_frame_age > 0 and age > config.max_frame_age:
+                with self._lock:
+                    cam.stats.dropped_stale += 1
+                self._warn(cam, "stale", f"dropped a frame {age:.3f} s old (max_frame_age {config.max_frame_age} s); "
+                           "check the camera's clock or use_sim_time, or raise max_frame_age")
+                continue
+            try:
+                decoded = decode_compressed(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
+                validate_image(decoded.image)
+            except ImageError as exc:
+                with self._lock:
+                    cam.stats.rejected += 1
+                    cam.stats.last_problem = str(exc)
+                self._warn(cam, "malformed", f"rejected a malformed frame: {exc}")
+                continue
+            frames.append(_Frame(cam, msg, wanted, decoded))
+        if not frames:
+            return
+        results = self.segmenter.segment_batch(
+            [f.decoded.image for f in frames if f.decoded is not None],
+            color_order=[f.decoded.color_order for f in frames if f.decoded is not None],
+            confidence=any("confidence" in f.wanted for f in frames),
+        )
+        for frame, result in zip(frames, results, strict=True):
+            with self._lock:
+                frame.camera.stats.processed += 1
+            self._publish_frame(frame, result)
+
+    def _frame_bgr(self, decoded: DecodedImage, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+        """The frame in BGR at ``size`` (width, height) for the overlays."""
+        img = decoded.image
+        if decoded.color_order == "rgb":
+            img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), np.uint8)
+        if (img.shape[1], img.shape[0]) != size:
+            img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), np.uint8)
+        return img
+
+    def _publish_frame(self, frame: _Frame, result: SegmentationResult) -> None:
+        cam, header, wanted = frame.camera, frame.msg.header, frame.wanted
+        ids = result.class_ids
+        published = 0
+        if "class_mask" in wanted:
+            published += self._publish(cam, "class_mask", cam.publishers["class_mask"],
+                                       encode_image(ids, "mono8", header))
+        if "confidence" in wanted and result.confidence is not None:
+            published += self._publish(cam, "confidence", cam.publishers["confidence"],
+                                       encode_image(result.confidence, "mono8", header))
+        if "color_mask" in wanted:
+            published += self._publish(cam, "color_mask", cam.publishers["color_mask"],
+                                       encode_image(colorize(ids, self._palette_rgb), "rgb8", header))
+        drivable = None
+        if "drivable_mask" in wanted or "drivable_overlay" in wanted:
+            drivable = self._renderer.drivable_mask(ids)
+        if "drivable_mask" in wanted and drivable is not None:
+            published += self._publish(cam, "drivable_mask", cam.publishers["drivable_mask"],
+                                       encode_image(drivable, "mono8", header))
+        if ("overlay" in wanted or "drivable_overlay" in wanted) and frame.decoded is not None:
+            bgr = self._frame_bgr(frame.decoded, result.output_size)
+            if "overlay" in wanted:
+                published += self._publish(cam, "overlay", cam.publishers["overlay"],
+                                           encode_image(self._renderer.class_overlay(bgr, ids), "bgr8", header))
+            if "drivable_overlay" in wanted and drivable is not None:
+                img = self._renderer.drivable_overlay(bgr, mask=drivable)
+                published += self._publish(cam, "drivable_overlay", cam.publishers["drivable_overlay"],
+                                           encode_image(img, "bgr8", header))
+        if "camera_info" in wanted:
+            with self._lock:
+                info = cam.camera_info
+            if info is not None:
+                w, h = result.output_size
+                published += self._publish(cam, "camera_info", cam.publishers["camera_info"],
+                                           scale_camera_info(info, w, h, header))
+        now = self.get_clock().now()
+        stamp = Time(seconds=header.stamp.sec, nanoseconds=header.stamp.nanosec, clock_type=now.clock_type)
+        with self._lock:
+            if published:
+                cam.stats.published += 1
+                cam.stats.output_rate.add(time.monotonic())
+                cam.stats.latency.add((now - stamp).nanoseconds * 1e-9)
+
+    def _publish(self, cam: _Camera, name: str, publisher: Publisher, msg: Any) -> int:
+        """Publish ``msg``; a failure is counted and reported (throttled), never raised. Returns 1 on success."""
+        try:
+            publisher.publish(msg)
+            with self._lock:
+                cam.published_outputs[name] += 1
+        except _PUBLISH_ERRORS as exc:
+            with self._lock:
+                cam.stats.publish_errors += 1
+                cam.stats.last_problem = f"publishing {name} failed: {exc}"
+            self._warn(cam, "publish", f"publishing {name} failed: {exc}")
+            return 0
+        return 1
+
+    # ----------------------------------------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        config = self._config
+        rows = []
+        with self._lock:
+            for cam in self._cameras:
+                snap = cam.stats.snapshot(now)
+                level, message = camera_level(snap, cam.previous, config.stall_timeout)
+                cam.previous = snap
+                rows.append((snap, level, message))
+        sizes = dict(sorted(self.segmenter.forward_batch_sizes.items()))
+        summary = {
+            "device": str(self.segmenter.device),
+            "preset": config.preset,
+            "output resolution": config.output_resolution,
+            "cameras": len(self._cameras),
+            "forward passes by batch size": ", ".join(f"{k}: {v}" for k, v in sizes.items()) or "none",
+            "max frame age (s)": config.max_frame_age,
+            "input qos": config.input_qos,
+            "image transport": config.image_transport,
+        }
+        msg = build_diagnostic_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name(), rows, summary)
+        try:
+            self._diagnostics_pub.publish(msg)
+        except _PUBLISH_ERRORS as exc:
+            self.get_logger().warning(f"publishing /diagnostics failed: {exc}", throttle_duration_sec=_WARN_PERIOD_S)
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the node until Ctrl-C or shutdown; exit 1 with one clear message when its configuration is unusable."""
+    rclpy.init(args=None if args is None else list(args))
+    node: SegmentationNode | None = None
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except EspnetRosError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
