@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_harness import ALL_OUTPUTS, WEIGHTS_DIR, Harness, labels_listener, sample_frames, textured
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import String
 
 from espnet_ros.core.errors import WeightsError
 from espnet_ros.core.segmenter import Segmenter
@@ -24,7 +24,6 @@ from espnet_ros.image_codec import decode_compressed, encode_compressed, encode_
 from espnet_ros.label_msgs import LABELS_FORMAT, vision_msgs_available
 from espnet_ros.parameters import ParameterError
 from espnet_ros.segmentation_node import IMAGE_OUTPUTS, SegmentationNode, camera_topics
-from node_harness import ALL_OUTPUTS, WEIGHTS_DIR, Harness, labels_listener, sample_frames, textured
 
 ENCODING_OF = {
     "class_mask": "mono8", "confidence": "mono8", "color_mask": "rgb8", "overlay": "bgr8",
