@@ -78,7 +78,7 @@ def test_update_errors() -> None:
     cm = ConfusionMatrix(3)
     with pytest.raises(EvalError, match="predict at the labels' size"):
         cm.update(np.zeros((2, 2), np.uint8), np.zeros((2, 3), np.uint8))
-    with pytest.raises(EvalError, match="0..2"):
+    with pytest.raises(EvalError, match=r"0\.\.2"):
         cm.update(np.zeros((1, 2), np.uint8), np.array([[0, 3]], np.uint8))
     with pytest.raises(ValueError, match="protocol"):
         compute_metrics(cm.matrix, TOY.names, 2, "pascal")  # type: ignore[arg-type]
