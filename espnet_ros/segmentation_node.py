@@ -206,6 +206,7 @@ class SegmentationNode(Node):
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
+        self._busy = False
         self._worker: threading.Thread | None = None
         self.max_pending_frames = 0
         """High-water mark of frames waiting in the slots (at most one per camera)."""
@@ -304,6 +305,15 @@ class SegmentationNode(Node):
         with self._lock:
             return dict(cam.published_outputs)
 
+    def output_publisher(self, camera: str | int, output: str) -> Publisher:
+        """The publisher of one output (``class_mask`` ... ``camera_info``) of a camera."""
+        return self._camera(camera).publishers[output]
+
+    def idle(self) -> bool:
+        """True when no frame waits and the worker is not handling one (everything taken so far is published)."""
+        with self._lock:
+            return not self._busy and all(c.pending is None for c in self._cameras)
+
     def pending_frames(self) -> int:
         """Frames waiting for the worker right now (never more than the number of cameras)."""
         with self._lock:
@@ -371,6 +381,7 @@ class SegmentationNode(Node):
                 taken = [(c, c.pending) for c in self._cameras if c.pending is not None]
                 for c, _ in taken:
                     c.pending = None
+                self._busy = True
             try:
                 self._process([(c, p[0]) for c, p in taken if p is not None])
             except Exception as exc:  # a bug must not kill the worker: count it, log it, go on
@@ -380,6 +391,9 @@ class SegmentationNode(Node):
                         c.stats.internal_errors += 1
                         c.stats.last_problem = text
                 self.get_logger().error(f"{text}\n{traceback.format_exc()}", throttle_duration_sec=_WARN_PERIOD_S)
+            finally:
+                with self._lock:
+                    self._busy = False
 
     def _warn(self, cam: _Camera, kind: str, text: str) -> None:
         """Log a per-frame problem at most once per 5 s per camera and kind."""
@@ -389,7 +403,15 @@ class SegmentationNode(Node):
             self.get_logger().warning(f"camera {cam.name}: {text}")
 
     def _wanted(self, cam: _Camera) -> frozenset[str]:
-        return frozenset(name for name, pub in cam.publishers.items() if pub.get_subscription_count() > 0)
+        """Outputs of ``cam`` that have subscribers (one whose count cannot be read is tried, so its error counts)."""
+        wanted = set()
+        for name, pub in cam.publishers.items():
+            try:
+                if pub.get_subscription_count() > 0:
+                    wanted.add(name)
+            except _PUBLISH_ERRORS:
+                wanted.add(name)
+        return frozenset(wanted)
 
     def _process(self, taken: Sequence[tuple[_Camera, Image | CompressedImage]]) -> None:
         config = self._config

@@ -203,7 +203,7 @@ def test_unsubscribed_outputs_are_not_computed(ros_context: Context) -> None:
         masks = h.listen("/segmentation/class_mask", Image)
         assert h.spin_until(lambda: h.node.count_subscribers("/segmentation/class_mask") > 0)
         h.send("/image", encode_image(textured(120, 160), "bgr8", h.header()))
-        assert h.spin_until(lambda: len(masks) == 1)
+        assert h.spin_until(lambda: len(masks) == 1 and h.node.idle())
         published = h.node.published_outputs()
         assert published == {"labels": 1, "class_mask": 1}  # nothing else rendered
     finally:
@@ -238,6 +238,7 @@ def test_three_cameras_get_their_own_outputs_from_batched_passes(ros_context: Co
                 h.send(cam, encode_image(frames[i], "bgr8", header))
             h.spin_until(lambda: False, timeout=0.05)
         assert enough(), f"batch sizes {sizes}, outputs {[len(h.on(i, 'class_mask')) for i in range(3)]}"
+        assert h.spin_until(h.node.idle)
         refs = Segmenter("camvid", weights_dir=WEIGHTS_DIR, device="cpu").segment_batch(frames)
         for i in range(3):
             for output in ("class_mask", "overlay"):
