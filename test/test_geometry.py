@@ -544,3 +544,10 @@ def test_benchmark_grid_reports_timings() -> None:
     for key in ("first_ms", "median_ms", "p95_ms", "min_ms", "points_median_ms", "sampled_pixels"):
         assert stats[key] > 0
     assert stats["grid_cells"] == [100, 100]
+
+
+def test_equidistant_without_coefficients_is_still_a_fisheye_projection() -> None:
+    camera = CameraModel(W, H, _k(450.0), (), "equidistant")
+    assert camera.d == (0.0, 0.0, 0.0, 0.0)
+    x, _, ok = camera.undistort_pixels(np.array([639.5 + 450.0]), np.array([359.5]))
+    assert ok.all() and x[0] == pytest.approx(math.tan(1.0))  # r_d = theta = 1 rad

@@ -86,7 +86,9 @@ class CameraModel:
             coordinates, as in ROS and OpenCV.
         d: distortion coefficients in OpenCV / ROS order (``k1, k2, p1, p2[, k3]`` for ``plumb_bob``,
             ``k1, k2, p1, p2, k3, k4, k5, k6`` for ``rational_polynomial``, ``k1, k2, k3, k4`` for
-            ``equidistant``); empty means none.
+            ``equidistant``); empty means none (all-zero coefficients of ``plumb_bob`` /
+            ``rational_polynomial`` are stored as empty; ``equidistant`` keeps four, since even without
+            coefficients it is a fisheye projection, ``r_d = theta``).
         distortion_model: one of :data:`DISTORTION_MODELS`; ``""`` is read as ``"none"``.
 
     The record is immutable and hashable, so it serves as a cache key.
@@ -131,8 +133,10 @@ class CameraModel:
                 f"{', '.join(DISTORTION_MODELS)} (rectify the image upstream, e.g. with image_proc, and use the "
                 "rectified CameraInfo, or recalibrate with a supported model)"
             )
-        if not any(d):
-            d = ()  # all-zero coefficients: no distortion, whatever the model name
+        if model == "equidistant":
+            d = d or (0.0, 0.0, 0.0, 0.0)  # a fisheye projection even without coefficients (r_d = theta)
+        elif not any(d):
+            d = ()  # all-zero coefficients of a pinhole lens model: no distortion
         if model == "none" and d:
             raise GeometryError(
                 f"distortion model is empty/'none' but D has non-zero coefficients {list(d)}; set the model "
@@ -471,7 +475,8 @@ class GridSpec:
             below the camera map to nothing.
         max_pixels_per_cell: at most this many pixels per cell are sampled (spread evenly over the cell's pixels),
             which bounds the per-frame cost near the camera without changing the share much.
-        column_step: obstacle points are searched in every ``column_step``-th mask column.
+        point_columns: obstacle points are searched in this many evenly spaced mask columns (every column when
+            the mask is narrower); 512 columns of a 90-degree camera are 6 cm apart at 20 m.
     """
 
     resolution: float = 0.1
@@ -482,13 +487,13 @@ class GridSpec:
     min_pixels: int = 3
     max_range: float = 20.0
     max_pixels_per_cell: int = 32
-    column_step: int = 1
+    point_columns: int = 512
 
     def __post_init__(self) -> None:
         res = _finite("grid resolution", self.resolution)
         if res <= 0:
             raise GeometryError(f"grid resolution must be > 0 metres, got {res}")
-        for name in ("width", "height", "min_pixels", "max_pixels_per_cell", "column_step"):
+        for name in ("width", "height", "min_pixels", "max_pixels_per_cell", "point_columns"):
             value = getattr(self, name)
             if int(value) != value or int(value) < 1:
                 raise GeometryError(f"grid {name} must be an integer >= 1, got {value!r}")
@@ -514,7 +519,7 @@ class GridSpec:
 
     @classmethod
     def from_range(cls, max_range: float = 20.0, resolution: float = 0.1, *, min_pixels: int = 3,
-                   max_pixels_per_cell: int = 32, column_step: int = 1) -> GridSpec:
+                   max_pixels_per_cell: int = 32, point_columns: int = 512) -> GridSpec:
         """A square grid centred on the grid-frame origin that covers ``max_range`` in every direction.
 
         The origin is a whole number of cells from the grid-frame origin, as Nav2's static layer prefers.
@@ -526,7 +531,7 @@ class GridSpec:
         half = max(1, math.ceil(rng / res - 1e-9))
         return cls(resolution=res, width=2 * half, height=2 * half, origin_x=-half * res, origin_y=-half * res,
                    min_pixels=min_pixels, max_range=rng, max_pixels_per_cell=max_pixels_per_cell,
-                   column_step=column_step)
+                   point_columns=point_columns)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -671,21 +676,23 @@ class GroundProjector:
     def _build_columns(self, pix: npt.NDArray[np.int64], gx: npt.NDArray[np.float64],
                        gy: npt.NDArray[np.float64], rng: npt.NDArray[np.float64]) -> None:
         width = self.mask_size[0]
+        wanted = np.unique(np.round(np.linspace(0, width - 1, min(width, self.spec.point_columns))).astype(np.int64))
         col = pix % width
-        sel = np.flatnonzero(col % self.spec.column_step == 0)
+        sel = np.flatnonzero(np.isin(col, wanted))
         col, pix_s, gx_s, gy_s, rng_s = col[sel], pix[sel], gx[sel], gy[sel], rng[sel]
         order = np.lexsort((rng_s, col))  # by column, then nearest first
         col, pix_s, gx_s, gy_s = col[order], pix_s[order], gx_s[order], gy_s[order]
-        columns, first, counts = np.unique(col, return_index=True, return_counts=True)
+        _, first, counts = np.unique(col, return_index=True, return_counts=True)
         length = int(counts.max()) if counts.size else 0
-        n = columns.size
+        n = counts.size
         slot = np.arange(col.size) - np.repeat(first, counts)
         row_of = np.repeat(np.arange(n), counts)
-        self._col_pix = np.zeros((n, length), np.int64)
-        self._col_valid = np.zeros((n, length), np.bool_)
-        self._col_xy = np.zeros((n, length, 2), np.float32)
+        # Short columns are padded with their farthest pixel: repeating it cannot move the first non-drivable
+        # pixel of the column, so the per-frame search needs no validity mask.
+        last = first + counts - 1
+        self._col_pix = np.repeat(pix_s[last][:, None], length, axis=1)
         self._col_pix[row_of, slot] = pix_s
-        self._col_valid[row_of, slot] = True
+        self._col_xy = np.zeros((n, length, 2), np.float32)
         self._col_xy[row_of, slot, 0] = gx_s
         self._col_xy[row_of, slot, 1] = gy_s
 
@@ -747,8 +754,7 @@ class GroundProjector:
         out = np.zeros((0, 3), np.float32)
         if self._col_pix.size == 0:
             return out
-        drivable = self._labels(flat, self._col_pix, _drivable_lut01(drivable_lut))
-        blocked = ~drivable & self._col_valid
+        blocked = ~self._labels(flat, self._col_pix, _drivable_lut01(drivable_lut))
         first = blocked.argmax(axis=1)
         rows = np.arange(blocked.shape[0])
         hit = blocked[rows, first]
@@ -804,6 +810,9 @@ class ProjectorCache:
                 return found
             self.misses += 1
             projector = GroundProjector(camera, pose, spec, size)
+            _LOG.info("built the ground mapping for %dx%d masks in %.2f s (%d pixels on the ground, %d cells seen)",
+                      size[0], size[1], projector.build_seconds, projector.mapped_pixels,
+                      int(projector.seen_cells().sum()))
             self._items[key] = projector
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
