@@ -1,0 +1,210 @@
+"""The GPU half of ``espnet-ros bench --device cuda``: model-only fps, whole-pipeline latency and multi-camera rate.
+
+Every number is measured side by side with an eager fp32 baseline in the same process, on the same frames: the
+baseline is the upstream recipe moved to the GPU as written (numpy preprocessing on the host, upload, eager fp32
+NCHW network, ``argmax``, download, nearest resize on the host); the fast path is :class:`~espnet_ros.core.gpu.
+GpuPipeline` (uint8 upload from pinned memory, preprocessing on the GPU, float16 channels-last, CUDA graphs,
+argmax and resize on the GPU, uint8 ids back). It also reports label agreement and, with CamVid data at hand, the
+change in validation mIoU. It runs on the CPU too (without graphs), which is how it is tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from espnet_ros.core.gpu import GpuPipeline
+from espnet_ros.core.segmenter import Segmenter, resize_labels
+
+__all__ = ["baseline_segment", "measure", "run_cuda_bench"]
+
+_log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs (ms each, device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    s = sorted(values)
+    return float(s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))])
+
+
+def baseline_segment(seg: Segmenter, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The upstream recipe on ``seg.device`` as written: numpy preprocessing, eager fp32 NCHW, argmax, host resize."""
+    x = seg.preset.preprocessing.apply_numpy(image, seg.input_size)
+    with torch.inference_mode():
+        logits = seg.model(torch.from_numpy(x).unsqueeze(0).to(seg.device))
+        if seg.preset.output_stride != 1:
+            logits = torch.nn.functional.interpolate(
+                logits, scale_factor=seg.preset.output_stride, mode="bilinear", align_corners=False
+            )
+        ids = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+    return resize_labels(ids, (image.shape[1], image.shape[0]))
+
+
+def _model_fps(net: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, graphs: bool) -> float:
+    """Frames per second of the network alone on a preprocessed batch ``x``."""
+    device = x.device
+    with torch.inference_mode():
+        if graphs:
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    net(x)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                net(x)
+            fn: Callable[[], object] = graph.replay
+        else:
+            def fn() -> object:
+                return net(x)
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        _sync(device)
+        dt = time.perf_counter() - t0
+    return repeats * int(x.shape[0]) / dt
+
+
+def _camvid_miou(predict: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.uint8]], root: Path) -> float:
+    """CamVid val mIoU (upstream protocol) of ``predict`` over the pairs under ``root/images`` and ``root/labels``."""
+    from espnet_ros.core.evaluate import ConfusionMatrix, find_pairs, read_label_map
+    from espnet_ros.core.labels import CAMVID
+
+    cm = ConfusionMatrix(CAMVID.num_classes)
+    for img_path, label_path in find_pairs(root / "images", root / "labels"):
+        img = cv2.imread(str(img_path))
+        cm.update(read_label_map(label_path), predict(np.ascontiguousarray(img)))
+    return float(cm.result(CAMVID, "upstream").miou)
+
+
+def run_cuda_bench(
+    preset: str,
+    device: str,
+    images: Sequence[npt.NDArray[np.uint8]],
+    *,
+    weights_dir: str | None = None,
+    repeats: int = 100,
+    warmup: int = 10,
+    cameras: int = 8,
+    camera_size: tuple[int, int] = (1920, 1080),
+    model_batches: Sequence[int] = (1, 8),
+    camvid_root: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the fast GPU path against the eager fp32 baseline in this process; return the JSON record."""
+    say = progress or (lambda _msg: None)
+    seg = Segmenter(preset, weights_dir=weights_dir, device=device)
+    dev = seg.device
+    on_cuda = dev.type == "cuda"
+    fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev)
+    rec: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(dev) if on_cuda else "cpu",
+        "torch": torch.__version__,
+        "preset": seg.preset.name,
+        "input_size": list(seg.input_size),
+        "frame_size": [int(images[0].shape[1]), int(images[0].shape[0])],
+        "half": fast.half,
+        "cuda_graphs": fast.graphs,
+    }
+    w, h = seg.input_size
+    say("model only")
+    for b in model_batches:
+        x32 = torch.randn(b, 3, h, w, device=dev) * 0.01
+        xf = x32.half() if fast.half else x32
+        if fast.channels_last:
+            xf = xf.contiguous(memory_format=torch.channels_last)
+        rec[f"model_fps_batch{b}"] = _model_fps(fast._net, xf, repeats, warmup, fast.graphs)
+        rec[f"baseline_model_fps_batch{b}"] = _model_fps(seg.model, x32, max(1, repeats // 4), 2, False)
+    frame = images[0]
+    size = (int(frame.shape[1]), int(frame.shape[0]))
+    say("pipeline, batch 1")
+    base_t = measure(lambda: baseline_segment(seg, frame), max(1, repeats // 4), 2, dev)
+    fast_t = measure(lambda: fast.run([frame], ["bgr"], [size]), repeats, warmup, dev)
+    rec.update(
+        baseline_ms=statistics.median(base_t),
+        fast_ms=statistics.median(fast_t),
+        fast_p95_ms=_p(fast_t, 0.95),
+    )
+    rec["speedup"] = rec["baseline_ms"] / rec["fast_ms"]
+    say("label agreement")
+    agree = []
+    for im in images:
+        ref = baseline_segment(seg, im)
+        got = fast.run([im], ["bgr"], [(im.shape[1], im.shape[0])])[0].class_ids
+        agree.append(float((ref == got).mean()))
+    rec["label_agreement"] = min(agree)
+    say(f"{cameras} cameras batched")
+    cw, ch = camera_size
+    cams = [np.ascontiguousarray(cv2.resize(images[i % len(images)], (cw, ch))) for i in range(cameras)]
+    multi_t = measure(lambda: fast.run(cams, ["bgr"] * cameras, [(cw, ch)] * cameras), repeats, warmup, dev)
+    rec["multi_camera"] = {"cameras": cameras, "size": [cw, ch], "batch_ms": statistics.median(multi_t)}
+    rec["multi_camera"]["frames_per_s"] = cameras * 1000.0 / rec["multi_camera"]["batch_ms"]
+    if camvid_root is not None and seg.preset.name == "camvid":
+        say("CamVid val mIoU, fp32 vs fast path")
+        base_miou = _camvid_miou(lambda im: baseline_segment(seg, im), camvid_root)
+        fast_miou = _camvid_miou(
+            lambda im: fast.run([im], ["bgr"], [(im.shape[1], im.shape[0])])[0].class_ids, camvid_root
+        )
+        rec["camvid_val_miou_baseline"] = base_miou
+        rec["camvid_val_miou_fast"] = fast_miou
+        rec["camvid_val_miou_delta"] = fast_miou - base_miou
+    return rec
+
+
+def format_table(rec: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`run_cuda_bench` record."""
+    rows = [
+        ("device", rec["device"]),
+        ("preset / network input", f"{rec['preset']} / {rec['input_size'][0]}x{rec['input_size'][1]}"),
+    ]
+    for key in sorted(k for k in rec if k.startswith("model_fps_batch")):
+        b = key.removeprefix("model_fps_batch")
+        rows.append((f"model only, batch {b} (frames/s)",
+                     f"{rec[key]:.0f}  (eager fp32: {rec['baseline_model_fps_batch' + b]:.0f})"))
+    fw, fh = rec["frame_size"]
+    rows += [
+        (f"pipeline {fw}x{fh} → ids, batch 1 (ms)",
+         f"{rec['fast_ms']:.2f} p50, {rec['fast_p95_ms']:.2f} p95  (eager fp32: {rec['baseline_ms']:.2f})"),
+        ("speedup vs eager fp32", f"{rec['speedup']:.1f}x"),
+        ("label agreement vs fp32", f"{rec['label_agreement']:.5f}"),
+    ]
+    mc = rec["multi_camera"]
+    rows.append((f"{mc['cameras']} cameras {mc['size'][0]}x{mc['size'][1]} batched",
+                 f"{mc['frames_per_s']:.0f} frames/s ({mc['batch_ms']:.2f} ms a batch)"))
+    if "camvid_val_miou_delta" in rec:
+        rows.append(("CamVid val mIoU fp32 → fast",
+                     f"{rec['camvid_val_miou_baseline']:.2f} → {rec['camvid_val_miou_fast']:.2f} "
+                     f"({rec['camvid_val_miou_delta']:+.3f})"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

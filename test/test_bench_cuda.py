@@ -1,0 +1,29 @@
+"""The GPU benchmark's measurement code, run on the CPU with tiny settings (it cannot time a GPU here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from espnet_ros.bench_cuda import baseline_segment, run_cuda_bench
+from espnet_ros.core.segmenter import Segmenter
+
+
+def test_cuda_bench_runs_on_cpu_and_reports_every_key(weights_dir: object) -> None:
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (72, 96, 3), dtype=np.uint8) for _ in range(2)]
+    rec = run_cuda_bench(
+        "camvid", "cpu", frames, weights_dir=str(weights_dir), repeats=2, warmup=1, cameras=3,
+        camera_size=(64, 48), model_batches=(1, 2),
+    )
+    for key in ("device", "preset", "input_size", "baseline_ms", "fast_ms", "speedup", "label_agreement",
+                "model_fps_batch1", "model_fps_batch2", "baseline_model_fps_batch1", "multi_camera"):
+        assert key in rec, key
+    assert rec["device"] == "cpu" and rec["half"] is False and rec["cuda_graphs"] is False
+    assert rec["label_agreement"] == 1.0  # fp32 on the CPU: the fast path is the baseline's maths
+    assert rec["multi_camera"]["cameras"] == 3
+
+
+def test_baseline_segment_matches_segmenter(weights_dir: object) -> None:
+    seg = Segmenter("camvid", weights_dir=str(weights_dir))
+    img = np.random.default_rng(1).integers(0, 255, (100, 130, 3), dtype=np.uint8)
+    assert np.array_equal(baseline_segment(seg, img), seg.segment(img).class_ids)
