@@ -166,7 +166,7 @@ def run_cuda_bench(
     rec["label_agreement"] = min(agree)
     say(f"{cameras} cameras batched")
     cw, ch = camera_size
-    cams = [np.ascontiguousarray(cv2.resize(images[i % len(images)], (cw, ch))) for i in range(cameras)]
+    cams = [np.ascontiguousarray(cv2.resize(images[i % len(images)], (cw, ch)), dtype=np.uint8) for i in range(cameras)]
     multi_t = measure(lambda: fast.run(cams, ["bgr"] * cameras, [(cw, ch)] * cameras), repeats, warmup, dev)
     rec["multi_camera"] = {"cameras": cameras, "size": [cw, ch], "batch_ms": statistics.median(multi_t)}
     rec["multi_camera"]["frames_per_s"] = cameras * 1000.0 / rec["multi_camera"]["batch_ms"]
