@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
+from espnet_ros.core.gpu import GpuPipeline
 from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
@@ -163,6 +164,7 @@ class Segmenter:
         output_size: ``input`` (class ids at the frame's resolution, pixel-aligned) or ``network``.
         network_size: network input ``(width, height)``, multiples of 8; default the preset's native size.
         num_threads: torch intra-op threads on the CPU (default: leave torch's setting).
+        half: on CUDA, run the network in float16 (default: yes; it agrees with fp32 on >= 99.9% of pixels).
 
     Raises:
         WeightsError: missing or damaged weights. DeviceError: unusable device.
@@ -178,6 +180,7 @@ class Segmenter:
         output_size: OutputSize = "input",
         network_size: tuple[int, int] | None = None,
         num_threads: int | None = None,
+        half: bool | None = None,
     ) -> None:
         self.preset = get_preset(preset)
         self.labels: LabelSet = self.preset.label_set
@@ -197,6 +200,10 @@ class Segmenter:
         self._gain_bgr = torch.from_numpy(gain).to(self.device).view(1, 3, 1, 1)
         self._offset_bgr = torch.from_numpy(offset).to(self.device).view(1, 3, 1, 1)
         self.forward_batch_sizes: Counter[int] = Counter()
+        self._gpu: GpuPipeline | None = None
+        if self.device.type == "cuda":
+            self._gpu = GpuPipeline(self._model, self.preset, self.input_size, self.device, half=half)
+            _log.info("CUDA path on %s: float16=%s, CUDA graphs per batch shape", self.device, self._gpu.half)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -265,6 +272,16 @@ class Segmenter:
         out_mode = output_size or self.output_size
         if out_mode not in ("input", "network"):
             raise ValueError(f"output_size must be 'input' or 'network', got {out_mode!r}")
+        if self._gpu is not None:
+            sizes = [
+                (int(im.shape[1]), int(im.shape[0])) if out_mode == "input" else self.input_size for im in images
+            ]
+            self.forward_batch_sizes[len(images)] += 1
+            outs = self._gpu.run(images, orders, sizes, confidence)
+            return [
+                SegmentationResult(o.class_ids, o.confidence, (int(im.shape[1]), int(im.shape[0])), size)
+                for o, im, size in zip(outs, images, sizes, strict=True)
+            ]
         with torch.inference_mode():
             logits = self.forward(self.preprocess(images, orders))
             best, ids = logits.max(1)
