@@ -208,3 +208,45 @@ def format_table(rec: dict[str, Any]) -> str:
                      f"({rec['camvid_val_miou_delta']:+.3f})"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m espnet_ros.bench_cuda`` (also reached as ``espnet-ros bench --device cuda``)."""
+    import argparse
+    import json
+    import sys
+
+    from espnet_ros.core.errors import EspnetRosError
+    from espnet_ros.core.frames import FrameSource, samples_dir
+
+    ap = argparse.ArgumentParser(prog="espnet-ros bench --device cuda", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="cityscapes")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--weights-dir", default=None)
+    ap.add_argument("--images", nargs="*", default=None, help="frames (default: the two sample frames)")
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--cameras", type=int, default=8)
+    ap.add_argument("--camera-size", default="1920x1080")
+    ap.add_argument("--camvid", type=Path, default=None, help="CamVid split root (images/, labels/) for the mIoU")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    try:
+        frames = [f.image for f in FrameSource(args.images or [samples_dir()])]
+        cw, ch = (int(v) for v in args.camera_size.lower().split("x"))
+        rec = run_cuda_bench(
+            args.preset, args.device, frames, weights_dir=args.weights_dir, repeats=args.repeats,
+            warmup=args.warmup, cameras=args.cameras, camera_size=(cw, ch), camvid_root=args.camvid,
+            progress=lambda msg: print(f"… {msg}", file=sys.stderr, flush=True),
+        )
+    except (EspnetRosError, ValueError) as exc:
+        print(f"espnet-ros bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(rec))
+    if args.json:
+        args.json.write_text(json.dumps(rec, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
