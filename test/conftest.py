@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import Executor
+from typing import TYPE_CHECKING
 
-SpinUntil = Callable[[Executor, Callable[[], bool], float], bool]
+import pytest
+
+if TYPE_CHECKING:  # rclpy is imported where it is used, so core-only runs (a GPU box) need no ROS
+    from rclpy.context import Context
+    from rclpy.executors import Executor
+
+SpinUntil = Callable[["Executor", Callable[[], bool], float], bool]
 
 # Domain ids 1..101 are valid on every platform (0 is the default everybody uses; 102+ collide with ports on Linux).
 _rng = random.SystemRandom()
@@ -46,6 +49,9 @@ def ros_env(monkeypatch: pytest.MonkeyPatch) -> int:
 @pytest.fixture
 def ros_context(ros_env: int) -> Iterator[Context]:
     """An initialised rclpy Context on a random domain, localhost discovery only; shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
     context = Context()
     rclpy.init(context=context, domain_id=ros_env)
     try:
