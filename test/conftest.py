@@ -14,7 +14,6 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pytest
