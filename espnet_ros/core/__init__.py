@@ -13,9 +13,13 @@ __all__ = [
     "CAMVID",
     "CITYSCAPES",
     "PRESETS",
+    "ConfusionMatrix",
     "EspnetRosError",
+    "EvalResult",
+    "GpuPipeline",
     "ImageError",
     "LabelSet",
+    "Renderer",
     "SegmentationResult",
     "Segmenter",
     "WeightsError",
@@ -35,6 +39,10 @@ _LAZY = {
     "get_preset": "weights",
     "SegmentationResult": "segmenter",
     "Segmenter": "segmenter",
+    "Renderer": "render",
+    "ConfusionMatrix": "evaluate",
+    "EvalResult": "evaluate",
+    "GpuPipeline": "gpu",
 }
 
 
