@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set everything up and run every check: the venv (tools/setup_venv.sh), ruff, mypy and the whole pytest suite
+# (real rclpy nodes on a random ROS domain, localhost discovery only; real weights from ../shared or
+# $ESPNET_ROS_WEIGHTS_DIR). Extra arguments go to pytest, e.g.  bash tools/test.sh -k node -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tools/setup_venv.sh
+VENV=${ESPNET_ROS_VENV:-.venv}
+export ESPNET_ROS_WEIGHTS_DIR=$(realpath "${ESPNET_ROS_WEIGHTS_DIR:-../shared/espnet/weights}")
+export ESPNET_ROS_SAMPLES_DIR=$(realpath "${ESPNET_ROS_SAMPLES_DIR:-../shared/espnet/samples}")
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}
+echo "== ruff"
+"$VENV/bin/ruff" check espnet_ros test launch
+echo "== mypy"
+"$VENV/bin/mypy"
+echo "== pytest"
+"$VENV/bin/python" -m pytest -q "$@"
