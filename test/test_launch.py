@@ -1,10 +1,10 @@
 """launch_testing test of launch/segment.launch.py: the player feeds the node, outputs arrive, both exit cleanly.
 
 launch, launch_ros and launch_testing are not on PyPI, so this module is skipped where launch_testing cannot be
-imported (a plain venv); in a ROS installation (colcon workspace with espnet_ros built and sourced) run it with
-``launch_test test/test_launch.py`` (launch_testing's pytest plugin also collects it with the pytest versions it
-supports; with pytest 9 the plugin fails to load because its hook still takes ``path``). It needs the weights and the sample frames (ESPNET_ROS_WEIGHTS_DIR, ESPNET_ROS_SAMPLES_DIR,
-defaulting to ../shared beside the repository).
+imported (a plain venv). In a ROS installation (colcon workspace with espnet_ros built and sourced) run it with
+``launch_test test/test_launch.py``; launch_testing's pytest plugin also collects it with the pytest versions it
+supports (with pytest 9 the plugin fails to load: its hook still takes ``path``). It needs the weights and the
+sample frames (ESPNET_ROS_WEIGHTS_DIR, ESPNET_ROS_SAMPLES_DIR, defaulting to ../shared beside the repository).
 """
 
 from __future__ import annotations

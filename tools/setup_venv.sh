@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+PIP=("$VENV/bin/python" -m pip install --quiet --quiet --disable-pip-version-check)  # errors only
 echo "== installing dependencies into $VENV"
 # torch pinned: an unpinned torch would pull a multi-GB CUDA build; 2.13.0 CPU is what the project is tested with.
 "${PIP[@]}" "torch==2.13.0"
