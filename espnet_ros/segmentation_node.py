@@ -33,6 +33,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -232,8 +233,7 @@ class SegmentationNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics, clock=self._steady)
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_labels()
         self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
         self._worker.start()
@@ -246,7 +246,9 @@ class SegmentationNode(Node):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _setup_camera(self, index: int, topic: str) -> _Camera:
-        resolved = self.resolve_topic_name(topic)
+        resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron applies remapping rules
+        resolved = resolve(topic) if resolve is not None else expand_topic_name(
+            topic, self.get_name(), self.get_namespace())
         topics = camera_topics(resolved, self._config.image_transport)
         cam = _Camera(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
         qos: QoSProfile = parse_qos(self._config.input_qos)
@@ -354,21 +356,22 @@ class SegmentationNode(Node):
         with self._lock:
             cam.camera_info = msg
 
-    def _validate_parameters(self, parameters: list[Parameter[Any]]) -> SetParametersResult:
+    def _on_set_parameters(self, parameters: list[Parameter[Any]]) -> SetParametersResult:
+        """Validate runtime updates and apply them (rclpy has already refused read-only and out-of-range values).
+
+        This is the node's only set-parameters callback, so a successful validation is final and the new config
+        takes effect here (post-set callbacks do not exist on Humble). The worker reads the config per batch.
+        """
+        old = self._config
         try:
-            apply_updates(self._config, parameter_values(parameters))
+            new = apply_updates(old, parameter_values(parameters))
         except ParameterError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
-
-    def _apply_parameters(self, parameters: list[Parameter[Any]]) -> None:
-        old = self._config
-        self._config = apply_updates(old, parameter_values(parameters))
-        self.get_logger().info(
-            "parameters updated: " + ", ".join(f"{p.name}={p.value!r}" for p in parameters)
-        )
-        if self._config.drivable_ids != old.drivable_ids:
+        self._config = new
+        self.get_logger().info("parameters updated: " + ", ".join(f"{p.name}={p.value!r}" for p in parameters))
+        if new.drivable_ids != old.drivable_ids:
             self._publish_labels()
+        return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------------------------------------- worker
     def _work(self) -> None:
