@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -77,14 +78,10 @@ def test_wrappers_and_console_scripts_match() -> None:
 @pytest.fixture(scope="module")
 def pip_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """espnet_ros installed by a real ``pip install`` (no deps) into an empty prefix, from a copy of the sources."""
-    src = tmp_path_factory.mktemp("src")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (src / f).parent.mkdir(parents=True, exist_ok=True)
-            (src / f).write_bytes((REPO / f).read_bytes())
-            (src / f).chmod((REPO / f).stat().st_mode)
+    src = tmp_path_factory.mktemp("src") / "espnet_ros"
+    skip = shutil.ignore_patterns(".git", ".venv", "venv", "build", "install", "log", "__pycache__", "*.egg-info",
+                                  ".*_cache", ".devicework", "out", "demo_out", "*.onnx", "onnxruntime_profile*")
+    shutil.copytree(REPO, src, ignore=skip)
     prefix = tmp_path_factory.mktemp("prefix")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--ignore-installed", "--no-warn-script-location", "--prefix", str(prefix), str(src)],
