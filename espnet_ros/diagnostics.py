@@ -182,7 +182,10 @@ def camera_level(
 
     taken = delta("processed") + delta("rejected") + delta("dropped_stale") + delta("internal_errors")
     if current.seconds_since_input is None:
-        return WARN, f"no image received yet on {current.topic}"
+        return WARN, (
+            f"no image received yet on {current.topic}: check the topic name and input_qos; for camera-sized images "
+            "between processes on Fast DDS use config/fastdds_shm.xml (FASTDDS_DEFAULT_PROFILES_FILE)"
+        )
     if delta("rejected") > 0 and delta("rejected") == taken:
         return ERROR, f"every frame rejected ({delta('rejected')} in the last period): {current.last_problem}"
     if current.seconds_since_input > stall_timeout:
