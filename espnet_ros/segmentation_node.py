@@ -379,7 +379,7 @@ class SegmentationNode(Node):
             with self._wake:
                 while not self._stopping and all(c.pending is None for c in self._cameras):
                     self._wake.wait()
-                if self._stopping:
+                if self._stopping or not self.context.ok():
                     return
                 taken = [(c, c.pending) for c in self._cameras if c.pending is not None]
                 for c, _ in taken:
@@ -518,6 +518,8 @@ class SegmentationNode(Node):
             with self._lock:
                 cam.published_outputs[name] += 1
         except _PUBLISH_ERRORS as exc:
+            if not self.context.ok():  # shutting down (Ctrl-C): not a publishing problem
+                return 0
             with self._lock:
                 cam.stats.publish_errors += 1
                 cam.stats.last_problem = f"publishing {name} failed: {exc}"
