@@ -1,0 +1,789 @@
+"""Fast exact CPU inference: an inference-only rewrite of ESPNet, its compiled and exported forms, and their cache.
+
+:class:`FusedESPNet` computes the same function as :class:`~espnet_ros.core.model.ESPNet` /
+:class:`~espnet_ros.core.model.ESPNetC` with less memory traffic: batch norms folded into the convolutions that
+feed them (or into one per-channel multiply-add where a concat or a residual sits between), the input pooling
+shared between the two projections, and the last 2x2 transposed convolution rewritten as a 1x1 convolution whose
+four sub-pixel class maps are reduced to class ids *before* they are interleaved (no full-resolution logits are
+written, and no ``argmax`` over a strided axis is needed). It runs channels-last and returns ``uint8`` class ids.
+Its labels equal the reference network's up to floating-point rounding (the tests pin agreement on real frames).
+
+A :class:`Backend` runs it: ``eager`` (the reference network as written, NCHW), ``fused`` (:class:`FusedESPNet` in
+eager PyTorch), ``compiled`` (AOTInductor: the fused graph exported, compiled to a shared library with frozen,
+pre-packed weights) and ``onnxruntime`` (the fused graph exported to ONNX). The last two build an artifact once and
+keep it in a cache directory (``$ESPNET_ROS_CACHE_DIR``, default ``~/.cache/espnet_ros/compiled``) under a name
+derived from everything that could make it stale: preset name and weights sha256, network size, this module's
+graph version, the torch / onnxruntime versions and the CPU's vector ISA. Artifacts are written atomically, built
+under a file lock, hashed, and on every load checked against the eager fused graph on a probe input; a corrupt
+or wrong artifact is deleted and rebuilt, never used. :func:`resolve_backend` picks ``auto``: the fastest exact
+path measured on the CPU (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.model import ESPNet, ESPNetC, _ESPDown, _ESPPyramid
+from espnet_ros.core.weights import WeightsPreset
+
+__all__ = [
+    "ACCEL_VERSION",
+    "BACKENDS",
+    "BACKEND_ENV",
+    "CACHE_DIR_ENV",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_CPU_BACKEND",
+    "ArtifactCache",
+    "ArtifactKey",
+    "Backend",
+    "BackendError",
+    "BackendName",
+    "CompiledBackend",
+    "EagerBackend",
+    "FusedBackend",
+    "FusedESPNet",
+    "OnnxRuntimeBackend",
+    "cache_dir",
+    "compiler_available",
+    "make_backend",
+    "onnxruntime_available",
+    "resolve_backend",
+]
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
+
+ACCEL_VERSION = 1
+"""Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
+
+CACHE_DIR_ENV = "ESPNET_ROS_CACHE_DIR"
+BACKEND_ENV = "ESPNET_ROS_BACKEND"
+DEFAULT_CACHE_DIR = Path("~/.cache/espnet_ros/compiled")
+
+BackendName = Literal["auto", "eager", "fused", "compiled", "onnxruntime"]
+BACKENDS: tuple[str, ...] = ("auto", "eager", "fused", "compiled", "onnxruntime")
+
+DEFAULT_CPU_BACKEND: BackendName = "compiled"
+"""What ``auto`` means on the CPU (when a C++ compiler is present; else ``fused``): the fastest exact path measured."""
+
+_PROBE_AGREEMENT = 0.999
+
+
+class BackendError(EspnetRosError):
+    """An inference backend is unknown, unavailable here, or its compiled artifact cannot be built or loaded."""
+
+
+# --------------------------------------------------------------------------------------------- the fused network
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` of an eval-mode batch norm, computed in float64 for the folding."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    var = bn.running_var.double()
+    scale = bn.weight.double() / torch.sqrt(var + bn.eps)
+    shift = bn.bias.double() - bn.running_mean.double() * scale
+    return scale, shift
+
+
+def _fold_conv(conv: nn.Module, bn: nn.Module) -> nn.Conv2d:
+    """``bn(conv(x))`` as one convolution with a bias."""
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    scale, shift = _bn_affine(bn)
+    out = copy.deepcopy(conv)
+    out.weight = nn.Parameter((conv.weight.double() * scale.view(-1, 1, 1, 1)).float(), requires_grad=False)
+    out.bias = nn.Parameter(shift.float(), requires_grad=False)
+    return out
+
+
+def _plain_conv(conv: nn.Module) -> nn.Conv2d:
+    assert isinstance(conv, nn.Conv2d)
+    return copy.deepcopy(conv)
+
+
+def _channels_last(module: M) -> M:
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload, no-any-return]
+
+
+def _sub(module: nn.Module, *names: str) -> nn.Module:
+    """``module.a.b...`` typed as a module (submodule lookup by attribute names)."""
+    for name in names:
+        child = getattr(module, name) if not name.isdigit() else module[int(name)]  # type: ignore[index]
+        assert isinstance(child, nn.Module), f"{name} is not a module"
+        module = child
+    return module
+
+
+class _Affine(nn.Module):
+    """A folded eval-mode batch norm (one per-channel multiply-add), optionally followed by PReLU."""
+
+    scale: Tensor
+    shift: Tensor
+    slope: Tensor | None
+
+    def __init__(self, bn: nn.Module, act: nn.Module | None) -> None:
+        super().__init__()
+        assert isinstance(bn, nn.BatchNorm2d) and (act is None or isinstance(act, nn.PReLU))
+        scale, shift = _bn_affine(bn)
+        self.register_buffer("scale", scale.float().view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.float().view(1, -1, 1, 1))
+        self.register_buffer("slope", act.weight.detach().clone() if act is not None else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.addcmul(self.shift, x, self.scale)
+        return F.prelu(y, self.slope) if self.slope is not None else y
+
+
+class _ConvPReLU(nn.Module):
+    """A convolution with its batch norm folded in, then PReLU."""
+
+    slope: Tensor
+
+    def __init__(self, cbr: nn.Module) -> None:
+        super().__init__()
+        self.conv = _fold_conv(_sub(cbr, "conv"), _sub(cbr, "bn"))
+        act = _sub(cbr, "act")
+        assert isinstance(act, nn.PReLU)
+        self.register_buffer("slope", act.weight.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(self.conv(x), self.slope)
+
+
+class _FusedESP(nn.Module):
+    """An ESP module (strided or not, residual or not) with its closing batch norm as one multiply-add."""
+
+    def __init__(self, esp: nn.Module) -> None:
+        super().__init__()
+        assert isinstance(esp, _ESPPyramid)
+        self.c1 = _plain_conv(_sub(esp, "c1", "conv"))
+        self.d1 = _plain_conv(_sub(esp, "d1", "conv"))
+        self.d2 = _plain_conv(_sub(esp, "d2", "conv"))
+        self.d4 = _plain_conv(_sub(esp, "d4", "conv"))
+        self.d8 = _plain_conv(_sub(esp, "d8", "conv"))
+        self.d16 = _plain_conv(_sub(esp, "d16", "conv"))
+        self.residual = bool(getattr(esp, "add", False))
+        if isinstance(esp, _ESPDown):
+            self.post = _Affine(esp.bn, esp.act)
+        else:
+            self.post = _Affine(_sub(esp, "bn", "bn"), _sub(esp, "bn", "act"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.c1(x)
+        a1 = self.d2(r)
+        a2 = a1 + self.d4(r)
+        a3 = a2 + self.d8(r)
+        a4 = a3 + self.d16(r)
+        y = torch.cat([self.d1(r), a1, a2, a3, a4], 1)
+        if self.residual:
+            y = x + y
+        return self.post(y)
+
+
+def _conv_transpose(ct: nn.Module, bn: nn.Module | None = None) -> nn.ConvTranspose2d:
+    """A copy of a 2x2 stride-2 transposed convolution, with a following batch norm folded in."""
+    assert isinstance(ct, nn.ConvTranspose2d)
+    out = copy.deepcopy(ct)
+    if bn is not None:
+        assert isinstance(bn, nn.BatchNorm2d)
+        scale, shift = _bn_affine(bn)
+        w = ct.weight.detach().double() * scale.view(1, -1, 1, 1)  # weight is (in, out, kh, kw)
+        out.weight = nn.Parameter(w.float(), requires_grad=False)
+        out.bias = nn.Parameter(shift.float(), requires_grad=False)
+    return out
+
+
+def _subpixel_conv(ct: nn.Module) -> nn.Conv2d:
+    """A 2x2 stride-2 transposed convolution as a 1x1 convolution with 4 x out channels, sub-pixel major.
+
+    Output channel ``(2 * di + dj) * C + o`` of the result at ``(i, j)`` is output channel ``o`` of ``ct`` at
+    ``(2i + di, 2j + dj)``.
+    """
+    assert isinstance(ct, nn.ConvTranspose2d) and tuple(ct.kernel_size) == (2, 2) and tuple(ct.stride) == (2, 2)
+    w = ct.weight.detach()  # (in, out, 2, 2)
+    cin, cout = int(w.shape[0]), int(w.shape[1])
+    out = nn.Conv2d(cin, 4 * cout, 1, bias=False)
+    out.weight.data = w.permute(2, 3, 1, 0).reshape(4 * cout, cin, 1, 1).clone()
+    return out
+
+
+class _FusedEncoder(nn.Module):
+    """ESPNet-C's feature extractor with folded batch norms and shared input pooling."""
+
+    def __init__(self, enc: ESPNetC) -> None:
+        super().__init__()
+        self.level1 = _ConvPReLU(enc.level1)
+        self.b1 = _Affine(enc.b1.bn, enc.b1.act)
+        self.level2_0 = _FusedESP(enc.level2_0)
+        self.level2 = nn.ModuleList([_FusedESP(m) for m in enc.level2])  # type: ignore[arg-type]
+        self.b2 = _Affine(enc.b2.bn, enc.b2.act)
+        self.level3_0 = _FusedESP(enc.level3_0)
+        self.level3 = nn.ModuleList([_FusedESP(m) for m in enc.level3])  # type: ignore[arg-type]
+        self.b3 = _Affine(enc.b3.bn, enc.b3.act)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        p1 = F.avg_pool2d(x, 3, 2, 1)  # the upstream InputProjection(1); InputProjection(2) pools it once more
+        p2 = F.avg_pool2d(p1, 3, 2, 1)
+        out0 = self.level1(x)
+        out0_cat = self.b1(torch.cat([out0, p1], 1))
+        out1_0 = self.level2_0(out0_cat)
+        out1 = out1_0
+        for layer in self.level2:
+            out1 = layer(out1)
+        out1_cat = self.b2(torch.cat([out1, out1_0, p2], 1))
+        out2_0 = self.level3_0(out1_cat)
+        out2 = out2_0
+        for layer in self.level3:
+            out2 = layer(out2)
+        out2_cat = self.b3(torch.cat([out2_0, out2], 1))
+        return out0, out0_cat, out1_cat, out2_cat
+
+
+class FusedESPNet(nn.Module):
+    """Inference-only ESPNet / ESPNet-C with folded batch norms; ``forward`` returns ``(N, h, w) uint8`` class ids.
+
+    Built from a loaded reference network (:class:`~espnet_ros.core.model.ESPNet` or
+    :class:`~espnet_ros.core.model.ESPNetC`, Mehta et al., ECCV 2018), whose weights it copies. Inputs are the
+    preprocessed ``(N, 3, h, w) float32`` batch, best channels-last; :meth:`logits` returns the class scores at the
+    input resolution (ESPNet-C's upsampled x8 bilinearly, as upstream does before its argmax).
+    """
+
+    up_l2_slope: Tensor
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        with torch.no_grad():
+            if isinstance(model, ESPNet):
+                enc = model.encoder
+                self.stride = 1
+                self.skip_after_concat = model.decoder_variant == "camvid"
+                self.classes = int(model.classifier.weight.shape[1])
+                self.encoder = _FusedEncoder(enc)
+                self.head = _fold_conv(enc.classifier.conv, model.br)
+                self.up_l3 = _conv_transpose(_sub(model, "up_l3", "0"))
+                self.level3_C = _plain_conv(_sub(model, "level3_C", "conv"))
+                self.combine_in = _Affine(_sub(model, "combine_l2_l3", "0", "bn"),
+                                          _sub(model, "combine_l2_l3", "0", "act"))
+                self.combine = _FusedESP(_sub(model, "combine_l2_l3", "1"))
+                self.up_l2 = _conv_transpose(_sub(model, "up_l2", "0"), _sub(model, "up_l2", "1", "bn"))
+                act = _sub(model, "up_l2", "1", "act")
+                assert isinstance(act, nn.PReLU)
+                self.register_buffer("up_l2_slope", act.weight.detach().clone())
+                self.conv = _ConvPReLU(model.conv)
+                self.classifier = _subpixel_conv(model.classifier)
+            elif isinstance(model, ESPNetC):
+                self.stride = 8
+                self.skip_after_concat = False
+                self.classes = int(model.classifier.conv.weight.shape[0])
+                self.encoder = _FusedEncoder(model)
+                self.head = _plain_conv(model.classifier.conv)
+            else:
+                raise TypeError(f"FusedESPNet needs an ESPNet or ESPNetC, got {type(model).__name__}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def _subpixel_logits(self, x: Tensor) -> Tensor:
+        """ESPNet: ``(N, 4C, h/2, w/2)`` scores, channel ``k * C + o`` for sub-pixel ``k = 2 * di + dj``."""
+        out0, out0_cat, out1_cat, out2_cat = self.encoder(x)
+        l3 = self.up_l3(self.head(out2_cat))
+        c = self.combine(self.combine_in(torch.cat([self.level3_C(out1_cat), l3], 1)))
+        l2 = F.prelu(self.up_l2(c), self.up_l2_slope)
+        skip = out0_cat if self.skip_after_concat else out0
+        return self.classifier(self.conv(torch.cat([l2, skip], 1)))
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Class scores ``(N, C, h, w) float32`` at the input resolution."""
+        if self.stride != 1:
+            y = self.head(self.encoder(x)[3])
+            return F.interpolate(y, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        y = self._subpixel_logits(x)
+        n, _, h, w = y.shape
+        y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, self.classes)
+        return y.permute(0, 5, 1, 3, 2, 4).reshape(n, self.classes, 2 * h, 2 * w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class ids ``(N, h, w) uint8`` at the input resolution (first maximum wins)."""
+        if self.stride != 1:
+            return self.logits(x).max(1)[1].to(torch.uint8)
+        y = self._subpixel_logits(x)
+        n, _, h, w = y.shape
+        ids = y.permute(0, 2, 3, 1).reshape(n, h, w, 4, self.classes).max(-1)[1].to(torch.uint8)
+        return ids.view(n, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
+
+
+# ------------------------------------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """Runs the network on a preprocessed ``(N, 3, h, w) float32`` batch on the CPU.
+
+    ``labels`` returns ``(N, h, w) uint8`` class ids, ``logits`` ``(N, C, h, w) float32`` scores, both at the
+    network input resolution. ``channels_last`` says which memory format the input is best given in.
+    """
+
+    name: str = "base"
+    channels_last: bool = True
+
+    def labels(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def logits(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for logs: the backend and what it runs."""
+        return self.name
+
+
+class EagerBackend(Backend):
+    """The reference network as written: eager fp32, NCHW, ``max(1)`` over the logits."""
+
+    name = "eager"
+    channels_last = False
+
+    def __init__(self, model: nn.Module, output_stride: int) -> None:
+        self.model = model
+        self.output_stride = output_stride
+
+    def logits(self, x: Tensor) -> Tensor:
+        y = self.model(x.contiguous())
+        if self.output_stride != 1:
+            y = F.interpolate(y, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+        return y
+
+    def labels(self, x: Tensor) -> Tensor:
+        return self.logits(x).max(1)[1].to(torch.uint8)
+
+
+class FusedBackend(Backend):
+    """:class:`FusedESPNet` in eager PyTorch, channels-last (no build step, no cache)."""
+
+    name = "fused"
+
+    def __init__(self, fused: FusedESPNet) -> None:
+        self.fused = _channels_last(fused)
+
+    def labels(self, x: Tensor) -> Tensor:
+        return self.fused(x.contiguous(memory_format=torch.channels_last))
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fused.logits(x.contiguous(memory_format=torch.channels_last))
+
+
+def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The artifact cache: ``explicit``, else ``$ESPNET_ROS_CACHE_DIR``, else ``~/.cache/espnet_ros/compiled``."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    env = os.environ.get(CACHE_DIR_ENV, "")
+    return Path(env).expanduser() if env else DEFAULT_CACHE_DIR.expanduser()
+
+
+def _cpu_isa() -> str:
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ""
+    return str(onnxruntime.__version__)
+
+
+@dataclass(frozen=True)
+class ArtifactKey:
+    """Everything a compiled or exported artifact depends on; its digest names the file.
+
+    Changing any field (another preset or weights file, network size, graph version, torch or onnxruntime version,
+    CPU vector ISA) gives another name, so a stale artifact is never picked up.
+    """
+
+    kind: str
+    preset: str
+    weights_sha256: str
+    network_size: tuple[int, int]
+    batch: str
+    accel_version: int
+    torch_version: str
+    runtime_version: str
+    cpu_isa: str
+
+    @classmethod
+    def for_preset(cls, kind: str, preset: WeightsPreset, network_size: tuple[int, int]) -> ArtifactKey:
+        """The key of ``kind`` (``aoti`` or ``onnx``) for ``preset`` at ``network_size`` with this software."""
+        return cls(
+            kind=kind, preset=preset.name, weights_sha256=preset.sha256, network_size=tuple(network_size),  # type: ignore[arg-type]
+            batch="1" if kind == "aoti" else "dynamic", accel_version=ACCEL_VERSION, torch_version=torch.__version__,
+            runtime_version=_onnxruntime_version() if kind == "onnx" else "", cpu_isa=_cpu_isa(),
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The key as a JSON-able dict."""
+        d = asdict(self)
+        d["network_size"] = list(self.network_size)
+        return d
+
+    def digest(self) -> str:
+        """Full sha256 of the canonical JSON of the key."""
+        return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()
+
+    def stem(self) -> str:
+        """File stem: ``<kind>-<preset>-<w>x<h>-<first 16 hex digits of the digest>``."""
+        w, h = self.network_size
+        return f"{self.kind}-{self.preset}-{w}x{h}-{self.digest()[:16]}"
+
+
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    """A folder of built artifacts, each with a JSON sidecar holding its key and sha256.
+
+    :meth:`load_or_build` loads a verified artifact or builds it under a file lock (so two processes starting at
+    once build it once), writing it atomically (temporary file in the same folder, then rename; the sidecar is
+    renamed last and marks the artifact complete). Loading checks the sidecar's key, the file's hash and finally
+    the caller's ``check`` on the loaded object; any failure deletes the artifact and rebuilds it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def paths(self, key: ArtifactKey, suffix: str) -> tuple[Path, Path]:
+        """``(artifact, sidecar)`` paths of ``key``."""
+        stem = key.stem()
+        return self.root / f"{stem}{suffix}", self.root / f"{stem}.json"
+
+    @contextlib.contextmanager
+    def _lock(self, key: ArtifactKey) -> Iterator[None]:
+        lock_path = self.root / f"{key.stem()}.lock"
+        with lock_path.open("a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _valid_sidecar(self, key: ArtifactKey, artifact: Path, sidecar: Path) -> str | None:
+        """``None`` if ``artifact`` is complete and matches ``key``, else why not."""
+        if not artifact.is_file() or not sidecar.is_file():
+            return "not built yet"
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            return f"unreadable sidecar {sidecar.name} ({exc})"
+        if not isinstance(meta, dict) or meta.get("key") != key.fields():
+            return f"sidecar {sidecar.name} describes another build"
+        if meta.get("sha256") != _file_sha256(artifact):
+            return f"{artifact.name} does not match its recorded sha256 (truncated or modified)"
+        return None
+
+    @staticmethod
+    def _remove(*paths: Path) -> None:
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+
+    def load_or_build(
+        self,
+        key: ArtifactKey,
+        suffix: str,
+        build: Callable[[Path], None],
+        load: Callable[[Path], T],
+        check: Callable[[T], str | None],
+    ) -> T:
+        """Return the loaded artifact of ``key``, building it with ``build(path)`` first if needed.
+
+        ``load(path)`` opens it; ``check(obj)`` returns ``None`` if it computes the right thing, else a reason.
+
+        Raises:
+            BackendError: the folder is not writable, or a freshly built artifact fails to load or check.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create the cache directory {self.root} ({exc}); set {CACHE_DIR_ENV} to a "
+                               "writable folder") from exc
+        artifact, sidecar = self.paths(key, suffix)
+        with self._lock(key):
+            why = self._valid_sidecar(key, artifact, sidecar)
+            if why is None:
+                try:
+                    obj = load(artifact)
+                    why = check(obj)
+                except Exception as exc:  # a damaged artifact can fail in any way inside torch / onnxruntime
+                    why = f"cannot load it ({type(exc).__name__}: {exc})"
+                if why is None:
+                    _log.info("using cached %s", artifact)
+                    return obj
+                _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
+                self._remove(artifact, sidecar)
+            elif why != "not built yet":
+                _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
+                self._remove(artifact, sidecar)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{key.stem()}-", dir=self.root))
+            try:
+                tmp_artifact = tmp_dir / artifact.name
+                t0 = time.monotonic()
+                build(tmp_artifact)
+                meta = {"key": key.fields(), "sha256": _file_sha256(tmp_artifact),
+                        "built_s": round(time.monotonic() - t0, 1)}
+                tmp_sidecar = tmp_dir / sidecar.name
+                tmp_sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True))
+                os.replace(tmp_artifact, artifact)
+                os.replace(tmp_sidecar, sidecar)
+            finally:
+                self._remove(tmp_dir)
+            _log.info("built %s in %.1f s", artifact, meta["built_s"])
+            try:
+                obj = load(artifact)
+            except Exception as exc:
+                self._remove(artifact, sidecar)
+                raise BackendError(f"freshly built {artifact} cannot be loaded: {exc}") from exc
+            why = check(obj)
+            if why is not None:
+                self._remove(artifact, sidecar)
+                raise BackendError(f"freshly built {artifact} computes wrong labels ({why}); please report this with "
+                                   f"your torch version ({torch.__version__}); use backend 'fused' meanwhile")
+            return obj
+
+
+def _probe(network_size: tuple[int, int]) -> Tensor:
+    """A deterministic probe batch (2 images) in the network's input range, channels-last."""
+    w, h = network_size
+    g = torch.Generator().manual_seed(20180908)
+    x = torch.rand(2, 3, h, w, generator=g) * 0.02 - 0.01
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _agreement_problem(got: Tensor, want: Tensor) -> str | None:
+    if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+        return f"output {tuple(got.shape)} {got.dtype}, expected {tuple(want.shape)} {want.dtype}"
+    agree = float((got == want).float().mean())
+    if agree < _PROBE_AGREEMENT:
+        return f"labels agree with the eager graph on {agree:.4%} of probe pixels, expected >= {_PROBE_AGREEMENT:.1%}"
+    return None
+
+
+class _LabelsModule(nn.Module):
+    def __init__(self, fused: FusedESPNet) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fused(x)
+
+
+def compiler_available() -> bool:
+    """Whether a C++ compiler for AOTInductor is on the PATH (``$CXX``, ``c++``, ``g++`` or ``clang++``)."""
+    candidates = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    return any(c and shutil.which(c) for c in candidates)
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnxruntime`` can be imported."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class CompiledBackend(Backend):
+    """:class:`FusedESPNet` compiled ahead of time by AOTInductor (frozen, pre-packed weights), cached on disk.
+
+    The first start for a (preset, network size, software) builds the package (about half a minute on two cores);
+    later starts load it in milliseconds. ``logits`` (needed only for confidence maps) runs the eager fused graph.
+    """
+
+    name = "compiled"
+
+    def __init__(self, fused: FusedESPNet, preset: WeightsPreset, network_size: tuple[int, int],
+                 cache: ArtifactCache) -> None:
+        if not compiler_available():
+            raise BackendError("backend 'compiled' needs a C++ compiler (g++ or clang++) for AOTInductor; install "
+                               "one (apt install g++) or use backend 'fused'")
+        self.fused = _channels_last(fused)
+        self.key = ArtifactKey.for_preset("aoti", preset, network_size)
+        probe = _probe(network_size)
+        with torch.inference_mode():
+            want = self.fused(probe)
+
+        def build(path: Path) -> None:
+            _log.info("compiling the %s network for %dx%d with AOTInductor (once; cached in %s)",
+                      preset.name, network_size[0], network_size[1], cache.root)
+            with torch.no_grad():
+                ep = torch.export.export(_LabelsModule(self.fused).eval(), (probe[:1],))
+                torch._inductor.aoti_compile_and_package(ep, package_path=str(path),
+                                                         inductor_configs={"freezing": True})
+
+        def load(path: Path) -> Callable[[Tensor], Tensor]:
+            return torch._inductor.aoti_load_package(str(path))  # type: ignore[no-any-return]
+
+        def check(runner: Callable[[Tensor], Tensor]) -> str | None:
+            with torch.inference_mode():
+                got = torch.cat([self._call(runner, probe[i:i + 1]) for i in range(int(probe.shape[0]))])
+                return _agreement_problem(got, want)
+
+        self._runner = cache.load_or_build(self.key, ".pt2", build, load, check)
+
+    @staticmethod
+    def _call(runner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        out: Any = runner(x.contiguous(memory_format=torch.channels_last))
+        return out[0] if isinstance(out, list | tuple) else out
+
+    def labels(self, x: Tensor) -> Tensor:
+        if x.shape[0] == 1:
+            return self._call(self._runner, x)
+        return torch.cat([self._call(self._runner, x[i:i + 1]) for i in range(int(x.shape[0]))])
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fused.logits(x.contiguous(memory_format=torch.channels_last))
+
+
+class OnnxRuntimeBackend(Backend):
+    """:class:`FusedESPNet` exported to ONNX (cached on disk) and run by ONNX Runtime's CPU provider.
+
+    Graph optimisations at ``ORT_ENABLE_EXTENDED``; intra-op threads follow ``torch.get_num_threads()``.
+    ``logits`` runs the eager fused graph.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, fused: FusedESPNet, preset: WeightsPreset, network_size: tuple[int, int],
+                 cache: ArtifactCache, num_threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError("backend 'onnxruntime' needs the onnxruntime package (pip install onnxruntime); "
+                               "or use backend 'fused'") from exc
+        self.fused = _channels_last(fused)
+        self.key = ArtifactKey.for_preset("onnx", preset, network_size)
+        threads = int(num_threads or torch.get_num_threads())
+        probe = _probe(network_size)
+        with torch.inference_mode():
+            want = self.fused(probe)
+
+        def build(path: Path) -> None:
+            _log.info("exporting the %s network for %dx%d to ONNX (once; cached in %s)",
+                      preset.name, network_size[0], network_size[1], cache.root)
+            with torch.no_grad():
+                torch.onnx.export(_LabelsModule(self.fused).eval(), (probe.contiguous(),), str(path),
+                                  input_names=["x"], output_names=["labels"], opset_version=17,
+                                  dynamic_axes={"x": {0: "batch"}, "labels": {0: "batch"}}, dynamo=False)
+
+        def load(path: Path) -> Any:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+        def check(session: Any) -> str | None:
+            return _agreement_problem(self._run(session, probe), want)
+
+        self._session = cache.load_or_build(self.key, ".onnx", build, load, check)
+
+    @staticmethod
+    def _run(session: Any, x: Tensor) -> Tensor:
+        out = session.run(None, {"x": x.contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+    def labels(self, x: Tensor) -> Tensor:
+        return self._run(self._session, x)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.fused.logits(x.contiguous(memory_format=torch.channels_last))
+
+
+def _check_name(backend: str, what: str) -> str:
+    name = backend.strip().lower()
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}{what}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto`` into a concrete backend for ``device``.
+
+    On the CPU ``auto`` is ``$ESPNET_ROS_BACKEND`` when set, else :data:`DEFAULT_CPU_BACKEND` (``compiled``) when a
+    C++ compiler is present and ``fused`` (logged) when not. On CUDA it is ``eager`` (the Segmenter then runs its
+    GPU pipeline). Raises :class:`BackendError` for unknown names and CPU-only backends on another device.
+    """
+    name = _check_name(backend, "")
+    if name == "auto":
+        if device.type != "cpu":
+            return "eager"
+        env = os.environ.get(BACKEND_ENV, "")
+        if env.strip():
+            name = _check_name(env, f" in ${BACKEND_ENV}")
+            if name != "auto":
+                return name
+        if DEFAULT_CPU_BACKEND == "compiled" and not compiler_available():
+            _log.info("backend auto: no C++ compiler for AOTInductor, using 'fused' (eager, about 20%% slower)")
+            return "fused"
+        return DEFAULT_CPU_BACKEND
+    if device.type != "cpu" and name != "eager":
+        raise BackendError(f"backend {name!r} runs on the CPU only; on {device} use 'auto' or 'eager'")
+    return name
+
+
+def make_backend(
+    backend: str,
+    model: nn.Module,
+    preset: WeightsPreset,
+    network_size: tuple[int, int],
+    *,
+    device: torch.device | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    num_threads: int | None = None,
+) -> Backend:
+    """Build the backend called ``backend`` (``auto`` resolved for ``device``) around a loaded reference ``model``.
+
+    Raises:
+        BackendError: unknown name, a missing prerequisite (compiler, onnxruntime) or an artifact that fails.
+    """
+    dev = device or torch.device("cpu")
+    name = resolve_backend(backend, dev)
+    if name == "eager":
+        return EagerBackend(model, preset.output_stride)
+    fused = FusedESPNet(model)
+    if name == "fused":
+        return FusedBackend(fused)
+    store = ArtifactCache(cache_dir(cache))
+    if name == "compiled":
+        return CompiledBackend(fused, preset, network_size, store)
+    return OnnxRuntimeBackend(fused, preset, network_size, store, num_threads)

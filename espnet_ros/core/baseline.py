@@ -1,0 +1,78 @@
+"""The upstream recipe as written, kept as the yardstick every fast path is measured and checked against.
+
+:class:`BaselinePipeline` turns a ``(H, W, 3) uint8 BGR`` camera frame into class ids the way the upstream
+ESPNet scripts do it, step by step and without shortcuts: the numpy/OpenCV preprocessing of
+:meth:`~espnet_ros.core.weights.Preprocessing.apply_numpy` (the single home of the recipe), the eager fp32 NCHW
+network from :func:`~espnet_ros.core.weights.build_model`, ESPNet-C logits upsampled x8 bilinearly, ``argmax``
+over all classes, and a numpy nearest resize back to the camera resolution with pixel centres aligned
+(``out[r, c] = in[floor((r + .5) * h / H), floor((c + .5) * w / W)]``, as
+:func:`~espnet_ros.core.segmenter.resize_labels`). It is slow on purpose; nothing on a hot path uses it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
+
+__all__ = ["BaselinePipeline", "nearest_resize_numpy"]
+
+
+def nearest_resize_numpy(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """Nearest resize of a ``(h, w)`` map to ``size = (width, height)`` with numpy fancy indexing, centres aligned."""
+    h, w = labels.shape
+    width, height = size
+    rows = np.floor((np.arange(height, dtype=np.float64) + 0.5) * (h / height)).astype(np.intp)
+    cols = np.floor((np.arange(width, dtype=np.float64) + 0.5) * (w / width)).astype(np.intp)
+    return np.ascontiguousarray(labels[rows[:, None], cols[None, :]])
+
+
+class BaselinePipeline:
+    """The upstream-style CPU pipeline: numpy preprocessing, eager fp32 NCHW network, ``argmax``, numpy resize.
+
+    Args:
+        preset: a preset name or :class:`WeightsPreset`.
+        weights_dir, weights_file: where the verified weights are (see :func:`build_model`).
+        network_size: network input ``(width, height)``; default the preset's native size.
+        model: an already built network for ``preset`` (shared with a fast path to save the load).
+    """
+
+    def __init__(
+        self,
+        preset: str | WeightsPreset = "cityscapes",
+        *,
+        weights_dir: str | os.PathLike[str] | None = None,
+        weights_file: str | os.PathLike[str] | None = None,
+        network_size: tuple[int, int] | None = None,
+        model: torch.nn.Module | None = None,
+    ) -> None:
+        self.preset = get_preset(preset)
+        self.input_size: tuple[int, int] = tuple(network_size) if network_size else self.preset.input_size  # type: ignore[assignment]
+        self.model = (model if model is not None else build_model(self.preset, weights_dir, weights_file)).eval()
+
+    def preprocess(self, image_bgr: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """``(H, W, 3) uint8 BGR`` → network input ``(1, 3, h, w) float32`` NCHW, by the numpy recipe."""
+        return torch.from_numpy(self.preset.preprocessing.apply_numpy(image_bgr, self.input_size)).unsqueeze(0)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The eager fp32 network on a preprocessed batch; logits at the network input resolution."""
+        with torch.no_grad():
+            out = self.model(x)
+            if self.preset.output_stride != 1:
+                out = F.interpolate(out, scale_factor=self.preset.output_stride, mode="bilinear", align_corners=False)
+        return out
+
+    def network_labels(self, image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """Class ids ``(h, w) uint8`` at the network resolution."""
+        logits = self.logits(self.preprocess(image_bgr))
+        return np.asarray(logits[0].argmax(0).numpy(), dtype=np.uint8)
+
+    def __call__(self, image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """Class ids ``(H, W) uint8`` at the camera resolution of ``image_bgr``."""
+        ids = self.network_labels(image_bgr)
+        return nearest_resize_numpy(ids, (int(image_bgr.shape[1]), int(image_bgr.shape[0])))
