@@ -1,10 +1,11 @@
 """The Segmenter: camera frames in, class ids (and optional confidence) out, one batched forward pass per call.
 
-It owns input validation, the tensor version of the weights' preprocessing recipe (float resize to the network
+It owns input validation, the fast version of the weights' preprocessing recipe (float resize to the network
 size, then the per-channel affine map of :class:`~espnet_ros.core.weights.Preprocessing`), inference under
-``torch.inference_mode()``, argmax (``max(dim)[1]``, much faster than ``argmax`` on the CPU) and the nearest
-resize back to the camera resolution with pixel centres aligned, so that mask pixel ``(r, c)`` describes camera
-pixel ``(r, c)``. It knows nothing of ROS.
+``torch.inference_mode()`` through a CPU backend of :mod:`espnet_ros.core.accel` (by default the fastest exact one
+measured, see docs/performance.md) or the CUDA pipeline of :mod:`espnet_ros.core.gpu`, argmax (``max(dim)[1]``,
+much faster than ``argmax`` on the CPU) and the nearest resize back to the camera resolution with pixel centres
+aligned, so that mask pixel ``(r, c)`` describes camera pixel ``(r, c)``. It knows nothing of ROS.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from espnet_ros.core.accel import Backend, BackendError, make_backend, resolve_backend
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
 from espnet_ros.core.gpu import GpuPipeline
 from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
 __all__ = [
+    "BackendError",
     "ColorOrder",
     "DeviceError",
     "OutputSize",
@@ -165,9 +168,15 @@ class Segmenter:
         network_size: network input ``(width, height)``, multiples of 8; default the preset's native size.
         num_threads: torch intra-op threads on the CPU (default: leave torch's setting).
         half: on CUDA, run the network in float16 (default: yes; it agrees with fp32 on >= 99.9% of pixels).
+        backend: CPU inference backend (see :mod:`espnet_ros.core.accel`): ``auto`` (default: ``$ESPNET_ROS_BACKEND``
+            if set, else the fastest exact path measured on the CPU), ``eager`` (the reference network as written),
+            ``fused``, ``compiled`` (AOTInductor, built once and cached) or ``onnxruntime`` (cached export).
+        cache_dir: where compiled / exported artifacts are kept (default ``$ESPNET_ROS_CACHE_DIR`` or
+            ``~/.cache/espnet_ros/compiled``).
 
     Raises:
-        WeightsError: missing or damaged weights. DeviceError: unusable device.
+        WeightsError: missing or damaged weights. DeviceError: unusable device. BackendError: unknown or unusable
+        backend.
     """
 
     def __init__(
@@ -181,6 +190,8 @@ class Segmenter:
         network_size: tuple[int, int] | None = None,
         num_threads: int | None = None,
         half: bool | None = None,
+        backend: str = "auto",
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.preset = get_preset(preset)
         self.labels: LabelSet = self.preset.label_set
@@ -194,16 +205,25 @@ class Segmenter:
         self.device = resolve_device(device)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
+        self.backend: str = resolve_backend(backend, self.device)
         model = build_model(self.preset, weights_dir, weights_file)
         self._model = model.to(self.device)
         gain, offset = self.preset.preprocessing.affine()
         self._gain_bgr = torch.from_numpy(gain).to(self.device).view(1, 3, 1, 1)
         self._offset_bgr = torch.from_numpy(offset).to(self.device).view(1, 3, 1, 1)
+        self._gain_hwc = torch.from_numpy(gain)
+        self._offset_hwc = torch.from_numpy(offset)
         self.forward_batch_sizes: Counter[int] = Counter()
         self._gpu: GpuPipeline | None = None
+        self._cpu: Backend | None = None
         if self.device.type == "cuda":
             self._gpu = GpuPipeline(self._model, self.preset, self.input_size, self.device, half=half)
             _log.info("CUDA path on %s: float16=%s, CUDA graphs per batch shape", self.device, self._gpu.half)
+        else:
+            self._cpu = make_backend(self.backend, self._model, self.preset, self.input_size, device=self.device,
+                                     cache=cache_dir, num_threads=num_threads)
+            _log.info("CPU backend %s for %s at %dx%d, %d torch threads", self._cpu.name, self.preset.name,
+                      self.input_size[0], self.input_size[1], torch.get_num_threads())
 
     @property
     def model(self) -> torch.nn.Module:
@@ -213,7 +233,14 @@ class Segmenter:
     def preprocess(
         self, images: Sequence[npt.NDArray[np.uint8]], color_orders: Sequence[ColorOrder]
     ) -> torch.Tensor:
-        """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels) on the device."""
+        """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels) on the device.
+
+        On the CPU the batch is channels-last: each frame is converted to float once, resized with OpenCV's
+        bilinear filter (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through
+        the per-channel affine map straight into its slot of the batch.
+        """
+        if self.device.type == "cpu":
+            return self._preprocess_cpu(images, color_orders)
         w, h = self.input_size
         planes = []
         for img, order in zip(images, color_orders, strict=True):
@@ -230,13 +257,37 @@ class Segmenter:
         x = torch.cat(planes, 0) if len(planes) > 1 else planes[0]
         return (x * self._gain_bgr + self._offset_bgr).contiguous()
 
+    def _preprocess_cpu(
+        self, images: Sequence[npt.NDArray[np.uint8]], color_orders: Sequence[ColorOrder]
+    ) -> torch.Tensor:
+        w, h = self.input_size
+        batch = torch.empty((len(images), h, w, 3), dtype=torch.float32)
+        for i, (img, order) in enumerate(zip(images, color_orders, strict=True)):
+            t = torch.from_numpy(img)
+            if (img.shape[1], img.shape[0]) != (w, h):
+                f = t.float().numpy()  # torch converts in parallel; OpenCV resizes float in parallel
+                t = torch.from_numpy(np.asarray(cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR), np.float32))
+            if order == "rgb":
+                t = t.flip(-1)
+            torch.addcmul(self._offset_hwc, t, self._gain_hwc, out=batch[i])
+        return batch.permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return logits at the network input resolution."""
         self.forward_batch_sizes[int(x.shape[0])] += 1
+        if self._cpu is not None:
+            return self._cpu.logits(x)
         logits = self._model(x)
         if self.preset.output_stride != 1:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits
+
+    def forward_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the network on a preprocessed batch; return ``(N, h, w) uint8`` class ids at the network resolution."""
+        if self._cpu is None:
+            return self.forward(x).max(1)[1].to(torch.uint8)
+        self.forward_batch_sizes[int(x.shape[0])] += 1
+        return self._cpu.labels(x)
 
     def segment(
         self,
@@ -283,13 +334,17 @@ class Segmenter:
                 for o, im, size in zip(outs, images, sizes, strict=True)
             ]
         with torch.inference_mode():
-            logits = self.forward(self.preprocess(images, orders))
-            best, ids = logits.max(1)
+            x = self.preprocess(images, orders)
             conf = None
             if confidence:
+                logits = self.forward(x)
+                best, ids = logits.max(1)
                 # max softmax probability = 1 / sum(exp(l - max))
                 conf = (255.0 / torch.exp(logits - best.unsqueeze(1)).sum(1)).round_().to(torch.uint8).cpu().numpy()
-            ids_np = ids.to(torch.uint8).cpu().numpy()
+                ids = ids.to(torch.uint8)
+            else:
+                ids = self.forward_labels(x)
+            ids_np = ids.cpu().numpy()
         results = []
         for i, img in enumerate(images):
             in_size = (int(img.shape[1]), int(img.shape[0]))
