@@ -150,7 +150,7 @@ def test_fastdds_profile_carries_full_size_frames_best_effort(ros_context: Conte
         while not received and time.monotonic() < deadline:  # the node is up and reporting
             executor.spin_once(timeout_sec=0.1)
         player = subprocess.Popen([sys.executable, "-m", "espnet_ros.image_player", str(samples_dir), "--ros-args",
-                                   "-p", "rate:=5.0", "-p", "count:=10"], **common)  # type: ignore[call-overload]
+                                   "-p", "rate:=5.0", "-p", "count:=40"], **common)  # type: ignore[call-overload]
         processes.append(player)
         while (not received or received[-1] < 8) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
