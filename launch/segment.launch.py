@@ -20,12 +20,11 @@ Each camera's outputs appear next to its image topic: /front/image_raw -> /front
 """
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 try:  # Jazzy and newer
     from launch.substitutions import NotEqualsSubstitution

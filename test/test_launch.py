@@ -25,12 +25,11 @@ import launch_testing.actions
 import launch_testing.asserts
 import rclpy
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-
-from launch import LaunchDescription
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = os.environ.get("ESPNET_ROS_WEIGHTS_DIR") or str(REPO.parent / "shared" / "espnet" / "weights")
