@@ -7,12 +7,15 @@ network from :func:`~espnet_ros.core.weights.build_model`, ESPNet-C logits upsam
 over all classes, and a numpy nearest resize back to the camera resolution with pixel centres aligned
 (``out[r, c] = in[floor((r + .5) * h / H), floor((c + .5) * w / W)]``, as
 :func:`~espnet_ros.core.segmenter.resize_labels`). It is slow on purpose; nothing on a hot path uses it.
+:func:`colorize_numpy` and :func:`overlay_numpy` render the way the upstream visualisation script does (a loop
+over classes, then ``cv2.addWeighted``).
 """
 
 from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -20,7 +23,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
-__all__ = ["BaselinePipeline", "nearest_resize_numpy"]
+__all__ = ["BaselinePipeline", "colorize_numpy", "nearest_resize_numpy", "overlay_numpy"]
 
 
 def nearest_resize_numpy(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
@@ -30,6 +33,24 @@ def nearest_resize_numpy(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -
     rows = np.floor((np.arange(height, dtype=np.float64) + 0.5) * (h / height)).astype(np.intp)
     cols = np.floor((np.arange(width, dtype=np.float64) + 0.5) * (w / width)).astype(np.intp)
     return np.ascontiguousarray(labels[rows[:, None], cols[None, :]])
+
+
+def colorize_numpy(labels: npt.NDArray[np.uint8], palette: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Colour mask ``(H, W, 3) uint8`` from a ``(H, W)`` id map, one boolean mask per class (the upstream loop).
+
+    ``palette`` is ``(K, 3) uint8`` in the channel order wanted; ids without a colour stay black.
+    """
+    out = np.zeros((*labels.shape, 3), np.uint8)
+    for class_id, color in enumerate(palette):
+        out[labels == class_id] = color
+    return out
+
+
+def overlay_numpy(
+    image: npt.NDArray[np.uint8], color: npt.NDArray[np.uint8], alpha: float = 0.5
+) -> npt.NDArray[np.uint8]:
+    """``image * (1 - alpha) + color * alpha``, rounded, as the upstream script blends (``cv2.addWeighted``)."""
+    return np.asarray(cv2.addWeighted(image, 1.0 - alpha, color, alpha, 0.0), np.uint8)
 
 
 class BaselinePipeline:
