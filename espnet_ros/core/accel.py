@@ -25,13 +25,14 @@ import contextlib
 import copy
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -73,7 +74,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
-ACCEL_VERSION = 1
+ACCEL_VERSION = 2
 """Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
 
 CACHE_DIR_ENV = "ESPNET_ROS_CACHE_DIR"
@@ -87,6 +88,7 @@ DEFAULT_CPU_BACKEND: BackendName = "compiled"
 """What ``auto`` means on the CPU (when a C++ compiler is present; else ``fused``): the fastest exact path measured."""
 
 _PROBE_AGREEMENT = 0.999
+_LEVEL1 = 16  # channels of ESPNet's level-1 features
 
 
 class BackendError(EspnetRosError):
@@ -140,17 +142,64 @@ class _Affine(nn.Module):
     shift: Tensor
     slope: Tensor | None
 
-    def __init__(self, bn: nn.Module, act: nn.Module | None) -> None:
+    def __init__(self, bn: nn.Module, act: nn.Module | None, channels: slice = slice(None)) -> None:
         super().__init__()
         assert isinstance(bn, nn.BatchNorm2d) and (act is None or isinstance(act, nn.PReLU))
         scale, shift = _bn_affine(bn)
-        self.register_buffer("scale", scale.float().view(1, -1, 1, 1))
-        self.register_buffer("shift", shift.float().view(1, -1, 1, 1))
-        self.register_buffer("slope", act.weight.detach().clone() if act is not None else None)
+        self.register_buffer("scale", scale[channels].float().view(1, -1, 1, 1))
+        self.register_buffer("shift", shift[channels].float().view(1, -1, 1, 1))
+        self.register_buffer("slope", act.weight.detach()[channels].clone() if act is not None else None)
 
     def forward(self, x: Tensor) -> Tensor:
         y = torch.addcmul(self.shift, x, self.scale)
         return F.prelu(y, self.slope) if self.slope is not None else y
+
+
+class _SplitAffine(nn.Module):
+    """A folded batch norm (+ PReLU) over a channel concat, applied to the parts separately (no concat written)."""
+
+    def __init__(self, bn: nn.Module, act: nn.Module | None, sizes: Sequence[int]) -> None:
+        super().__init__()
+        bounds = [0, *itertools.accumulate(sizes)]
+        self.parts = nn.ModuleList([_Affine(bn, act, slice(a, b)) for a, b in itertools.pairwise(bounds)])
+
+    def forward(self, parts: list[Tensor]) -> list[Tensor]:
+        return [f(p) for f, p in zip(self.parts, parts, strict=True)]
+
+
+class _SplitConv(nn.Module):
+    """A convolution over a channel concat as a sum of convolutions over the parts (no concat written)."""
+
+    def __init__(self, conv: nn.Module, sizes: Sequence[int]) -> None:
+        super().__init__()
+        assert isinstance(conv, nn.Conv2d) and sum(sizes) == conv.in_channels
+        convs = []
+        start = 0
+        for i, n in enumerate(sizes):
+            c = copy.deepcopy(conv)
+            c.in_channels = n
+            c.weight = nn.Parameter(conv.weight.detach()[:, start:start + n].clone(), requires_grad=False)
+            if i > 0 or conv.bias is None:
+                c.register_parameter("bias", None)
+            convs.append(c)
+            start += n
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, parts: list[Tensor]) -> Tensor:
+        y: Tensor = self.convs[0](parts[0])
+        for conv, p in zip(self.convs[1:], parts[1:], strict=True):
+            y = y + conv(p)
+        return y
+
+
+def _split(conv: nn.Conv2d, sizes: Sequence[int] | None) -> nn.Module:
+    return conv if sizes is None else _SplitConv(conv, sizes)
+
+
+def _call(module: nn.Module, x: Tensor | list[Tensor]) -> Tensor:
+    """Run a plain conv on a tensor, a split conv on parts."""
+    out: Tensor = module(x) if isinstance(module, _SplitConv) else module(x if isinstance(x, Tensor) else x[0])
+    return out
 
 
 class _ConvPReLU(nn.Module):
@@ -158,24 +207,24 @@ class _ConvPReLU(nn.Module):
 
     slope: Tensor
 
-    def __init__(self, cbr: nn.Module) -> None:
+    def __init__(self, cbr: nn.Module, in_sizes: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.conv = _fold_conv(_sub(cbr, "conv"), _sub(cbr, "bn"))
+        self.conv = _split(_fold_conv(_sub(cbr, "conv"), _sub(cbr, "bn")), in_sizes)
         act = _sub(cbr, "act")
         assert isinstance(act, nn.PReLU)
         self.register_buffer("slope", act.weight.detach().clone())
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.prelu(self.conv(x), self.slope)
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor:
+        return F.prelu(_call(self.conv, x), self.slope)
 
 
 class _FusedESP(nn.Module):
     """An ESP module (strided or not, residual or not) with its closing batch norm as one multiply-add."""
 
-    def __init__(self, esp: nn.Module) -> None:
+    def __init__(self, esp: nn.Module, in_sizes: Sequence[int] | None = None) -> None:
         super().__init__()
         assert isinstance(esp, _ESPPyramid)
-        self.c1 = _plain_conv(_sub(esp, "c1", "conv"))
+        self.c1 = _split(_plain_conv(_sub(esp, "c1", "conv")), in_sizes)
         self.d1 = _plain_conv(_sub(esp, "d1", "conv"))
         self.d2 = _plain_conv(_sub(esp, "d2", "conv"))
         self.d4 = _plain_conv(_sub(esp, "d4", "conv"))
@@ -187,16 +236,18 @@ class _FusedESP(nn.Module):
         else:
             self.post = _Affine(_sub(esp, "bn", "bn"), _sub(esp, "bn", "act"))
 
-    def forward(self, x: Tensor) -> Tensor:
-        r = self.c1(x)
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor:
+        r = _call(self.c1, x)
         a1 = self.d2(r)
         a2 = a1 + self.d4(r)
         a3 = a2 + self.d8(r)
         a4 = a3 + self.d16(r)
         y = torch.cat([self.d1(r), a1, a2, a3, a4], 1)
         if self.residual:
+            assert isinstance(x, Tensor)
             y = x + y
-        return self.post(y)
+        out: Tensor = self.post(y)
+        return out
 
 
 def _conv_transpose(ct: nn.Module, bn: nn.Module | None = None) -> nn.ConvTranspose2d:
@@ -227,34 +278,40 @@ def _subpixel_conv(ct: nn.Module) -> nn.Conv2d:
 
 
 class _FusedEncoder(nn.Module):
-    """ESPNet-C's feature extractor with folded batch norms and shared input pooling."""
+    """ESPNet-C's feature extractor with folded batch norms, shared input pooling and no concats written.
+
+    Each concat followed by a batch norm and PReLU (``b1``, ``b2``, ``b3``) is kept as its list of parts, each part
+    normalised on its own, and the convolutions that read the concat are split by input channels and summed.
+    """
 
     def __init__(self, enc: ESPNetC) -> None:
         super().__init__()
+        s1, s2, s3 = (_LEVEL1, 3), (64, 64, 3), (128, 128)
         self.level1 = _ConvPReLU(enc.level1)
-        self.b1 = _Affine(enc.b1.bn, enc.b1.act)
-        self.level2_0 = _FusedESP(enc.level2_0)
-        self.level2 = nn.ModuleList([_FusedESP(m) for m in enc.level2])  # type: ignore[arg-type]
-        self.b2 = _Affine(enc.b2.bn, enc.b2.act)
-        self.level3_0 = _FusedESP(enc.level3_0)
-        self.level3 = nn.ModuleList([_FusedESP(m) for m in enc.level3])  # type: ignore[arg-type]
-        self.b3 = _Affine(enc.b3.bn, enc.b3.act)
+        self.b1 = _SplitAffine(enc.b1.bn, enc.b1.act, s1)
+        self.level2_0 = _FusedESP(enc.level2_0, s1)
+        self.level2 = nn.ModuleList([_FusedESP(m) for m in enc.level2])
+        self.b2 = _SplitAffine(enc.b2.bn, enc.b2.act, s2)
+        self.level3_0 = _FusedESP(enc.level3_0, s2)
+        self.level3 = nn.ModuleList([_FusedESP(m) for m in enc.level3])
+        self.b3 = _SplitAffine(enc.b3.bn, enc.b3.act, s3)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """``(level1, level1_cat parts, level2_cat parts, level3_cat parts)``."""
         p1 = F.avg_pool2d(x, 3, 2, 1)  # the upstream InputProjection(1); InputProjection(2) pools it once more
         p2 = F.avg_pool2d(p1, 3, 2, 1)
         out0 = self.level1(x)
-        out0_cat = self.b1(torch.cat([out0, p1], 1))
+        out0_cat = self.b1([out0, p1])
         out1_0 = self.level2_0(out0_cat)
         out1 = out1_0
         for layer in self.level2:
             out1 = layer(out1)
-        out1_cat = self.b2(torch.cat([out1, out1_0, p2], 1))
+        out1_cat = self.b2([out1, out1_0, p2])
         out2_0 = self.level3_0(out1_cat)
         out2 = out2_0
         for layer in self.level3:
             out2 = layer(out2)
-        out2_cat = self.b3(torch.cat([out2_0, out2], 1))
+        out2_cat = self.b3([out2_0, out2])
         return out0, out0_cat, out1_cat, out2_cat
 
 
@@ -277,25 +334,26 @@ class FusedESPNet(nn.Module):
                 self.stride = 1
                 self.skip_after_concat = model.decoder_variant == "camvid"
                 self.classes = int(model.classifier.weight.shape[1])
+                c = self.classes
                 self.encoder = _FusedEncoder(enc)
-                self.head = _fold_conv(enc.classifier.conv, model.br)
+                self.head = _SplitConv(_fold_conv(enc.classifier.conv, model.br), (128, 128))
                 self.up_l3 = _conv_transpose(_sub(model, "up_l3", "0"))
-                self.level3_C = _plain_conv(_sub(model, "level3_C", "conv"))
-                self.combine_in = _Affine(_sub(model, "combine_l2_l3", "0", "bn"),
-                                          _sub(model, "combine_l2_l3", "0", "act"))
-                self.combine = _FusedESP(_sub(model, "combine_l2_l3", "1"))
+                self.level3_C = _SplitConv(_plain_conv(_sub(model, "level3_C", "conv")), (64, 64, 3))
+                self.combine_in = _SplitAffine(_sub(model, "combine_l2_l3", "0", "bn"),
+                                               _sub(model, "combine_l2_l3", "0", "act"), (c, c))
+                self.combine = _FusedESP(_sub(model, "combine_l2_l3", "1"), (c, c))
                 self.up_l2 = _conv_transpose(_sub(model, "up_l2", "0"), _sub(model, "up_l2", "1", "bn"))
                 act = _sub(model, "up_l2", "1", "act")
                 assert isinstance(act, nn.PReLU)
                 self.register_buffer("up_l2_slope", act.weight.detach().clone())
-                self.conv = _ConvPReLU(model.conv)
+                self.conv = _ConvPReLU(model.conv, (c, _LEVEL1, 3) if self.skip_after_concat else (c, _LEVEL1))
                 self.classifier = _subpixel_conv(model.classifier)
             elif isinstance(model, ESPNetC):
                 self.stride = 8
                 self.skip_after_concat = False
                 self.classes = int(model.classifier.conv.weight.shape[0])
                 self.encoder = _FusedEncoder(model)
-                self.head = _plain_conv(model.classifier.conv)
+                self.head = _SplitConv(_plain_conv(model.classifier.conv), (128, 128))
             else:
                 raise TypeError(f"FusedESPNet needs an ESPNet or ESPNetC, got {type(model).__name__}")
         for p in self.parameters():
@@ -306,15 +364,16 @@ class FusedESPNet(nn.Module):
         """ESPNet: ``(N, 4C, h/2, w/2)`` scores, channel ``k * C + o`` for sub-pixel ``k = 2 * di + dj``."""
         out0, out0_cat, out1_cat, out2_cat = self.encoder(x)
         l3 = self.up_l3(self.head(out2_cat))
-        c = self.combine(self.combine_in(torch.cat([self.level3_C(out1_cat), l3], 1)))
+        c = self.combine(self.combine_in([self.level3_C(out1_cat), l3]))
         l2 = F.prelu(self.up_l2(c), self.up_l2_slope)
-        skip = out0_cat if self.skip_after_concat else out0
-        return self.classifier(self.conv(torch.cat([l2, skip], 1)))
+        skip = out0_cat if self.skip_after_concat else [out0]
+        out: Tensor = self.classifier(self.conv([l2, *skip]))
+        return out
 
     def logits(self, x: Tensor) -> Tensor:
         """Class scores ``(N, C, h, w) float32`` at the input resolution."""
         if self.stride != 1:
-            y = self.head(self.encoder(x)[3])
+            y: Tensor = self.head(self.encoder(x)[3])
             return F.interpolate(y, scale_factor=self.stride, mode="bilinear", align_corners=False)
         y = self._subpixel_logits(x)
         n, _, h, w = y.shape
