@@ -80,15 +80,21 @@ class PoseUnavailableError(EspnetRosError):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def camera_model_from_camera_info(msg: CameraInfo) -> CameraModel:
+def camera_model_from_camera_info(msg: CameraInfo, image_size: tuple[int, int] | None = None) -> CameraModel:
     """The camera model of a ``sensor_msgs/CameraInfo`` (``K``, ``D``, distortion model, binning and ROI).
+
+    ``image_size`` (``width, height``), when given, stands in for a CameraInfo whose width or height is zero (some
+    drivers leave them unset; ``K`` then refers to the image as published).
 
     Raises :class:`~espnet_ros.core.geometry.GeometryError` for an uncalibrated (all-zero ``K``) or unsupported
     CameraInfo, naming the fix.
     """
     roi = msg.roi
+    width, height = int(msg.width), int(msg.height)
+    if (width <= 0 or height <= 0) and image_size is not None:
+        width, height = int(image_size[0]), int(image_size[1])
     return CameraModel.from_camera_info_fields(
-        int(msg.width), int(msg.height), np.asarray(msg.k, np.float64), np.asarray(msg.d, np.float64),
+        width, height, np.asarray(msg.k, np.float64), np.asarray(msg.d, np.float64),
         str(msg.distortion_model), binning_x=int(msg.binning_x), binning_y=int(msg.binning_y),
         roi=(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
     )

@@ -4,23 +4,27 @@ Every parameter is declared once in :data:`PARAMETERS` with a ``ParameterDescrip
 ``read_only`` where a change needs a restart). :func:`config_from_values` turns plain values into a validated
 :class:`NodeConfig` and is pure (tested without a node); :func:`declare_parameters` and :func:`read_config` bind the
 table to an rclpy node; :func:`apply_updates` validates a runtime change of the tunables (``overlay_alpha``,
-``drivable_classes``, ``max_frame_age``, ``stall_timeout``) and returns the new config. Every error is a
-:class:`ParameterError` that names the parameter, the value and the fix.
+``drivable_classes``, ``max_frame_age``, ``stall_timeout``, ``camera_mount``) and returns the new config. The
+ground outputs (``drivable_grid``, ``obstacle_points``) take ``grid_*``, ``camera_pose_source``, ``camera_mount``
+(the camera's BODY frame in ``grid_frame``: x forward, y left, z up; radians, positive pitch looks down) and
+``camera_intrinsics``. Every error is a :class:`ParameterError` that names the parameter, the value and the fix.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidTopicNameException, ParameterException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
 from espnet_ros.core.errors import EspnetRosError, WeightsError
+from espnet_ros.core.geometry import CameraPose, GeometryError, GridSpec
 from espnet_ros.core.labels import UnknownClassError
 from espnet_ros.core.weights import DEFAULT_PRESET, PRESETS, get_preset
 from espnet_ros.qos import INPUT_QOS_CHOICES, QosError, parse_qos
@@ -40,6 +44,7 @@ __all__ = [
 
 OutputResolution = Literal["camera", "network"]
 ImageTransport = Literal["raw", "compressed"]
+PoseSourceName = Literal["parameters", "tf"]
 
 
 class ParameterError(EspnetRosError, ValueError):
@@ -59,6 +64,7 @@ class ParamSpec:
     float_range: tuple[float, float] | None = None
     int_range: tuple[int, int] | None = None
     dynamic_typing: bool = False
+    lengths: tuple[int, ...] = ()  # accepted lengths of an array parameter (empty: any)
 
     def expected(self) -> str:
         """What a valid value looks like, for error messages."""
@@ -67,6 +73,7 @@ class ParamSpec:
             ParameterType.PARAMETER_DOUBLE: "a floating-point number (write 1.0, not 1)",
             ParameterType.PARAMETER_INTEGER: "an integer",
             ParameterType.PARAMETER_STRING_ARRAY: "a list of strings",
+            ParameterType.PARAMETER_DOUBLE_ARRAY: "a list of floating-point numbers (write 1.0, not 1)",
         }.get(self.type, "a value")
         if self.dynamic_typing:
             kind = "a list of names or integer ids"
@@ -74,6 +81,8 @@ class ParamSpec:
             kind += f" in [{self.float_range[0]}, {self.float_range[1]}]"
         if self.int_range is not None:
             kind += f" in {self.int_range[0]}..{self.int_range[1]}"
+        if self.lengths:
+            kind += " of " + " or ".join(str(n) for n in self.lengths) + " numbers"
         if self.constraints:
             kind += f" ({self.constraints})"
         return kind
@@ -178,6 +187,53 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Torch CPU threads for inference; 0 keeps torch's default (one per core)." + _RESTART,
         read_only=True, int_range=(0, 256),
     ),
+    ParamSpec(
+        "grid_frame", "base_footprint", ParameterType.PARAMETER_STRING,
+        "Frame of segmentation/drivable_grid and obstacle_points. Its z = 0 plane is the ground, and it should be "
+        "rigidly attached to the camera (base_footprint, not odom or map): the per-pixel ground mapping is built "
+        "once per pose and rebuilt (1-2 s) whenever the pose changes." + _RESTART,
+        read_only=True, constraints="a TF frame name whose z = 0 is the ground",
+    ),
+    ParamSpec(
+        "grid_resolution", 0.1, ParameterType.PARAMETER_DOUBLE,
+        "Cell side of segmentation/drivable_grid in metres." + _RESTART,
+        read_only=True, float_range=(0.01, 10.0),
+    ),
+    ParamSpec(
+        "grid_range", 20.0, ParameterType.PARAMETER_DOUBLE,
+        "The grid is a square centred on the grid_frame origin reaching this many metres in every direction "
+        "(2 * grid_range / grid_resolution cells a side); ground farther than this from the point below the camera "
+        "is not mapped, and obstacle points are searched up to it." + _RESTART,
+        read_only=True, float_range=(1.0, 500.0),
+    ),
+    ParamSpec(
+        "grid_min_pixels", 3, ParameterType.PARAMETER_INTEGER,
+        "Mask pixels a grid cell needs before it gets a value; cells seen by fewer stay unknown (-1)." + _RESTART,
+        read_only=True, int_range=(1, 32),
+    ),
+    ParamSpec(
+        "camera_pose_source", "parameters", ParameterType.PARAMETER_STRING,
+        "Where the camera pose in grid_frame comes from: parameters (camera_mount, the same for every camera) or "
+        "tf (the transform from each image's header.frame_id, its optical frame, to grid_frame at the image's "
+        "stamp; needs tf2_ros from a ROS install)." + _RESTART,
+        read_only=True, constraints="parameters or tf",
+    ),
+    ParamSpec(
+        "camera_mount", [0.0, 0.0, 1.5, 0.0, 0.0, 0.0], ParameterType.PARAMETER_DOUBLE_ARRAY,
+        "[x, y, z, roll, pitch, yaw] of the camera BODY frame in grid_frame, as measured on the robot: metres, "
+        "x forward, y left, z up (z = height of the lens above the ground); radians, pitch > 0 tilts the camera "
+        "down, yaw > 0 turns it left, roll turns it about its viewing direction (the REP-103 camera_link, not "
+        "the optical frame). Used when camera_pose_source is parameters. Tunable at runtime (each change "
+        "rebuilds the ground mapping).",
+        read_only=False, lengths=(6,), constraints="z > 0, angles in radians within [-2 pi, 2 pi]",
+    ),
+    ParamSpec(
+        "camera_intrinsics", [], ParameterType.PARAMETER_DOUBLE_ARRAY,
+        "[fx, fy, cx, cy] in pixels of the camera image (pinhole, no distortion) for the ground outputs. Empty "
+        "(default): use the latest CameraInfo from the camera's camera_info topic; without either, no grid or "
+        "points are published and a warning says why." + _RESTART,
+        read_only=True, lengths=(0, 4), constraints="empty, or fx, fy > 0",
+    ),
 )
 """The parameter table: every parameter of the node, declared from here and nowhere else."""
 
@@ -208,6 +264,23 @@ class NodeConfig:
     image_transport: ImageTransport
     cameras: tuple[str, ...]
     num_threads: int
+    grid_frame: str = "base_footprint"
+    grid_resolution: float = 0.1
+    grid_range: float = 20.0
+    grid_min_pixels: int = 3
+    camera_pose_source: PoseSourceName = "parameters"
+    camera_mount: tuple[float, float, float, float, float, float] = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
+    camera_intrinsics: tuple[float, ...] = ()
+
+    @property
+    def grid_spec(self) -> GridSpec:
+        """The grid layout of ``grid_range``, ``grid_resolution`` and ``grid_min_pixels``."""
+        return GridSpec.from_range(self.grid_range, self.grid_resolution, min_pixels=self.grid_min_pixels)
+
+    @property
+    def camera_pose(self) -> CameraPose:
+        """The optical frame's pose in ``grid_frame`` that ``camera_mount`` (body frame) describes."""
+        return CameraPose.from_body_rpy(*self.camera_mount)
 
     def summary(self) -> str:
         """One line with every setting, for the start-up log."""
@@ -222,6 +295,76 @@ def _as_float(name: str, value: Any) -> float:
     if rng is not None and not rng[0] <= v <= rng[1]:
         raise ParameterError(f"parameter {name}={v} is out of range; set it to a value in [{rng[0]}, {rng[1]}]")
     return v
+
+
+_ARRAY_FORMS = {
+    "camera_mount": "[x, y, z, roll, pitch, yaw] (metres and radians of the camera body frame in grid_frame)",
+    "camera_intrinsics": "[fx, fy, cx, cy] in pixels, or [] to use the camera_info topic",
+}
+
+
+def _as_floats(name: str, value: Any) -> tuple[float, ...]:
+    spec = _SPECS[name]
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | Iterable):
+        raise ParameterError(f"parameter {name}={value!r} must be {spec.expected()}")
+    items = list(value)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+        raise ParameterError(f"parameter {name}={items!r} must be {spec.expected()}")
+    numbers = tuple(float(v) for v in items)
+    if spec.lengths and len(numbers) not in spec.lengths:
+        raise ParameterError(f"parameter {name}={list(numbers)!r} has {len(numbers)} numbers; give "
+                             f"{_ARRAY_FORMS.get(name, spec.expected())}")
+    if not all(math.isfinite(v) for v in numbers):
+        raise ParameterError(f"parameter {name}={list(numbers)!r} must hold finite numbers")
+    return numbers
+
+
+def _camera_mount(value: Any) -> tuple[float, float, float, float, float, float]:
+    x, y, z, roll, pitch, yaw = _as_floats("camera_mount", value)
+    if z <= 0:
+        raise ParameterError(
+            f"parameter camera_mount={[x, y, z, roll, pitch, yaw]!r} puts the camera at z = {z} m, not above the "
+            "ground; z is the height of the camera above the grid_frame's ground plane, e.g. 1.5"
+        )
+    angles = {"roll": roll, "pitch": pitch, "yaw": yaw}
+    wild = {k: v for k, v in angles.items() if abs(v) > 2 * math.pi}
+    if wild:
+        name, v = next(iter(wild.items()))
+        raise ParameterError(
+            f"parameter camera_mount has {name} = {v}, more than a full turn; angles are in radians "
+            f"({v} degrees would be {math.radians(v):.4f})"
+        )
+    return x, y, z, roll, pitch, yaw
+
+
+def _camera_intrinsics(value: Any) -> tuple[float, ...]:
+    numbers = _as_floats("camera_intrinsics", value)
+    if numbers and (numbers[0] <= 0 or numbers[1] <= 0):
+        raise ParameterError(
+            f"parameter camera_intrinsics={list(numbers)!r}: fx and fy (the first two) must be > 0 pixels; give "
+            "[fx, fy, cx, cy] from the camera calibration, or [] to use the camera_info topic"
+        )
+    return numbers
+
+
+def _grid_frame(value: Any) -> str:
+    frame = _as_str("grid_frame", value).lstrip("/")
+    if not frame or any(c.isspace() for c in frame):
+        raise ParameterError(
+            f"parameter grid_frame={value!r} is not a frame name; use the frame whose z = 0 is the ground and that "
+            "moves with the camera, e.g. base_footprint"
+        )
+    return frame
+
+
+def _grid_spec(resolution: float, max_range: float, min_pixels: int) -> None:
+    try:
+        GridSpec.from_range(max_range, resolution, min_pixels=min_pixels)
+    except GeometryError as exc:
+        raise ParameterError(
+            f"parameters grid_range={max_range} and grid_resolution={resolution} give an unusable grid ({exc}); "
+            "use a coarser grid_resolution or a shorter grid_range"
+        ) from None
 
 
 def _as_str(name: str, value: Any) -> str:
@@ -316,6 +459,15 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
         raise ParameterError(f"parameter num_threads={threads!r}; use an integer in 0..256 (0: torch's default)")
     keys = _class_keys(v["drivable_classes"])
+    min_pixels = v["grid_min_pixels"]
+    if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or not 1 <= min_pixels <= 32:
+        raise ParameterError(f"parameter grid_min_pixels={min_pixels!r}; use an integer in 1..32 (default 3)")
+    pose_source = _as_str("camera_pose_source", v["camera_pose_source"]).lower()
+    if pose_source not in ("parameters", "tf"):
+        raise ParameterError(f"parameter camera_pose_source={pose_source!r}; use parameters (camera_mount) or tf")
+    grid_resolution = _as_float("grid_resolution", v["grid_resolution"])
+    grid_range = _as_float("grid_range", v["grid_range"])
+    _grid_spec(grid_resolution, grid_range, int(min_pixels))
     return NodeConfig(
         preset=preset,
         weights_dir=_as_str("weights_dir", v["weights_dir"]),
@@ -331,6 +483,13 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         image_transport=transport,  # type: ignore[arg-type]
         cameras=_cameras(v["cameras"]),
         num_threads=int(threads),
+        grid_frame=_grid_frame(v["grid_frame"]),
+        grid_resolution=grid_resolution,
+        grid_range=grid_range,
+        grid_min_pixels=int(min_pixels),
+        camera_pose_source=pose_source,  # type: ignore[arg-type]
+        camera_mount=_camera_mount(v["camera_mount"]),
+        camera_intrinsics=_camera_intrinsics(v["camera_intrinsics"]),
     )
 
 
@@ -352,6 +511,8 @@ def apply_updates(config: NodeConfig, updates: Mapping[str, Any]) -> NodeConfig:
             keys = _class_keys(value)
             fields["drivable_classes"] = keys
             fields["drivable_ids"] = _resolve_drivable(config.preset, keys)
+        elif name == "camera_mount":
+            fields["camera_mount"] = _camera_mount(value)
         else:
             fields[name] = _as_float(name, value)
     return replace(config, **fields)
@@ -364,15 +525,23 @@ def declare_parameters(node: Node) -> None:
         ParameterError: an override has the wrong type or is out of range.
     """
     for spec in PARAMETERS:
+        # An empty list cannot say its type (rclpy would make it a byte array): declare the type, uninitialised.
+        default = (Parameter.Type.DOUBLE_ARRAY
+                   if spec.type == ParameterType.PARAMETER_DOUBLE_ARRAY and not spec.default else spec.default)
         try:
-            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            node.declare_parameter(spec.name, default, spec.descriptor())
         except ParameterException as exc:
             raise ParameterError(f"parameter {spec.name}: {exc}. Expected {spec.expected()}.") from None
 
 
 def read_config(node: Node) -> NodeConfig:
     """Read the declared parameters of ``node`` into a validated :class:`NodeConfig` (or raise ParameterError)."""
-    values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    values = {}
+    for spec in PARAMETERS:
+        try:
+            values[spec.name] = node.get_parameter(spec.name).value
+        except ParameterUninitializedException:  # an empty array default that nobody set
+            values[spec.name] = spec.default
     return config_from_values(values)
 
 

@@ -8,8 +8,12 @@ pass, renders only the outputs that have subscribers and publishes them with the
 image topic ``<ns>/<image>`` (after remapping) the node reads ``<ns>/camera_info`` and publishes under
 ``<ns>/segmentation/``: ``class_mask`` (mono8 class ids), ``confidence`` (mono8), ``color_mask`` (rgb8),
 ``overlay`` (bgr8), ``drivable_mask`` (mono8 0/255), ``drivable_overlay`` (bgr8), ``camera_info`` (scaled to the
-masks), and latched ``labels`` (std_msgs/String JSON) and ``label_info`` (vision_msgs/LabelInfo, where installed).
-Health goes to ``/diagnostics`` once a second. Parameters are declared in :mod:`espnet_ros.parameters`.
+masks), the ground outputs ``drivable_grid`` (nav_msgs/OccupancyGrid) and ``obstacle_points`` (sensor_msgs/PointCloud2)
+in ``grid_frame`` (made by :mod:`espnet_ros.ground_msgs` from the class mask, the camera's latest CameraInfo or the
+``camera_intrinsics`` parameter, and the pose from ``camera_mount`` or TF), and latched ``labels`` (std_msgs/String
+JSON) and ``label_info`` (vision_msgs/LabelInfo, where installed). Every output carries the image's stamp; image
+outputs also its frame_id. Health goes to ``/diagnostics`` once a second. Parameters are declared in
+:mod:`espnet_ros.parameters`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.clock import Clock, ClockType
@@ -39,10 +44,11 @@ from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from espnet_ros.core.errors import EspnetRosError, ImageError
+from espnet_ros.core.geometry import CameraModel, CameraPose, GeometryError
 from espnet_ros.core.render import Renderer, colorize
 from espnet_ros.core.segmenter import SegmentationResult, Segmenter, validate_image
 from espnet_ros.diagnostics import (
@@ -50,6 +56,15 @@ from espnet_ros.diagnostics import (
     CameraStats,
     build_diagnostic_array,
     camera_level,
+)
+from espnet_ros.ground_msgs import (
+    GroundOutputs,
+    ParameterPoseSource,
+    PoseSource,
+    PoseSourceError,
+    PoseUnavailableError,
+    TfPoseSource,
+    camera_model_from_camera_info,
 )
 from espnet_ros.image_codec import DecodedImage, decode_compressed, decode_image, encode_image
 from espnet_ros.label_msgs import label_info_msg, label_info_type, labels_string_msg
@@ -64,6 +79,7 @@ from espnet_ros.parameters import (
 from espnet_ros.qos import LATCHED_QOS, OUTPUT_QOS, parse_qos
 
 __all__ = [
+    "GROUND_OUTPUTS",
     "IMAGE_OUTPUTS",
     "NODE_NAME",
     "OUTPUT_NAMESPACE",
@@ -80,9 +96,18 @@ IMAGE_OUTPUTS: tuple[str, ...] = (
     "class_mask", "confidence", "color_mask", "overlay", "drivable_mask", "drivable_overlay",
 )
 """Image outputs per camera, each published under ``<camera namespace>/segmentation/``."""
+GROUND_OUTPUTS: tuple[str, ...] = ("drivable_grid", "obstacle_points")
+"""Ground outputs per camera (OccupancyGrid and PointCloud2 in ``grid_frame``), also under ``.../segmentation/``."""
 
 _WARN_PERIOD_S = 5.0
+_TF_TIMEOUT_S = 0.05  # how long the worker waits for a transform at the image's stamp (the executor keeps spinning)
+_GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_built")
+
 _PUBLISH_ERRORS = (RCLError, InvalidHandle)
+
+
+class _NoCameraModelError(EspnetRosError):
+    """Neither a CameraInfo nor the camera_intrinsics parameter: the ground outputs cannot be made."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +207,9 @@ class _Camera:
     last_warning: dict[str, float] = field(default_factory=dict)
     published_outputs: Counter[str] = field(default_factory=Counter)
     previous: CameraSnapshot | None = None
+    ground: GroundOutputs | None = None
+    ground_counts: Counter[str] = field(default_factory=Counter)
+    model_cache: tuple[CameraInfo | None, tuple[int, int], CameraModel] | None = None
 
 
 @dataclass
@@ -195,14 +223,17 @@ class _Frame:
 class SegmentationNode(Node):
     """ESPNet semantic segmentation of one or more cameras (see the module docstring for topics and threading).
 
-    Keyword arguments go to :class:`rclpy.node.Node` (``context=``, ``parameter_overrides=``, ``namespace=`` ...).
+    Keyword arguments go to :class:`rclpy.node.Node` (``context=``, ``parameter_overrides=``, ``namespace=`` ...),
+    except ``pose_source``: a :class:`~espnet_ros.ground_msgs.PoseSource` that replaces the one
+    ``camera_pose_source`` selects (a seam for tests and for other transform sources).
 
     Raises:
         ParameterError: a parameter value is unusable. WeightsError: weights missing or damaged.
-        DeviceError: the device is unusable. (The node is destroyed before the error propagates.)
+        DeviceError: the device is unusable. PoseSourceError: ``camera_pose_source`` is ``tf`` and tf2_ros is
+        missing. (The node is destroyed before the error propagates.)
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *, pose_source: PoseSource | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -214,6 +245,9 @@ class SegmentationNode(Node):
         try:
             declare_parameters(self)
             self._config = read_config(self)
+            self._pose_injected = pose_source is not None
+            self._pose_source = pose_source if pose_source is not None else self._make_pose_source(self._config)
+            self._mount_pose: tuple[tuple[float, ...], ParameterPoseSource] | None = None
             self.segmenter = Segmenter(
                 self._config.preset,
                 weights_dir=self._config.weights_dir or None,
@@ -258,12 +292,37 @@ class SegmentationNode(Node):
         for name in IMAGE_OUTPUTS:
             cam.publishers[name] = self.create_publisher(Image, topics.output(name), OUTPUT_QOS)
         cam.publishers["camera_info"] = self.create_publisher(CameraInfo, topics.output("camera_info"), OUTPUT_QOS)
+        cam.publishers["drivable_grid"] = self.create_publisher(OccupancyGrid, topics.output("drivable_grid"),
+                                                                OUTPUT_QOS)
+        cam.publishers["obstacle_points"] = self.create_publisher(PointCloud2, topics.output("obstacle_points"),
+                                                                  OUTPUT_QOS)
+        cam.ground = GroundOutputs(self._config.grid_spec, self._config.grid_frame)
         cam.labels_publisher = self.create_publisher(String, topics.output("labels"), LATCHED_QOS)
         if self._label_info_type is not None:
             cam.label_info_publisher = self.create_publisher(
                 self._label_info_type, topics.output("label_info"), LATCHED_QOS
             )
         return cam
+
+    def _make_pose_source(self, config: NodeConfig) -> PoseSource | None:
+        """The TF pose source when ``camera_pose_source`` is tf; ``None`` for parameters (:meth:`_pose_source_for`)."""
+        if config.camera_pose_source != "tf":
+            return None
+        try:
+            return TfPoseSource.from_node(self, config.grid_frame, timeout_s=_TF_TIMEOUT_S)
+        except PoseSourceError as exc:
+            raise PoseSourceError(
+                f"parameter camera_pose_source='tf' needs tf2_ros: {exc}; or set camera_pose_source:=parameters and "
+                "camera_mount:=[x, y, z, roll, pitch, yaw]"
+            ) from None
+
+    def _pose_source_for(self, config: NodeConfig) -> PoseSource:
+        """The pose source for this batch: TF (or the injected one), else ``camera_mount`` (tunable) as it is now."""
+        if self._pose_source is not None:
+            return self._pose_source
+        if self._mount_pose is None or self._mount_pose[0] != config.camera_mount:
+            self._mount_pose = (config.camera_mount, ParameterPoseSource(config.camera_pose))
+        return self._mount_pose[1]
 
     def _make_renderer(self, config: NodeConfig) -> Renderer:
         return Renderer(
@@ -308,8 +367,15 @@ class SegmentationNode(Node):
             return dict(cam.published_outputs)
 
     def output_publisher(self, camera: str | int, output: str) -> Publisher:
-        """The publisher of one output (``class_mask`` ... ``camera_info``) of a camera."""
+        """The publisher of one output (``class_mask`` ... ``camera_info``, ``drivable_grid``, ``obstacle_points``)."""
         return self._camera(camera).publishers[output]
+
+    def ground_counts(self, camera: str | int = 0) -> dict[str, int]:
+        """Ground-output events of a camera: frames without a grid for want of a camera model (``no_camera_model``),
+        of a pose (``no_pose``) or for a geometry error (``ground_error``), and ``mappings_built``."""
+        cam = self._camera(camera)
+        with self._lock:
+            return {k: cam.ground_counts[k] for k in _GROUND_COUNTERS}
 
     def idle(self) -> bool:
         """True when no frame waits and the worker is not handling one (everything taken so far is published)."""
@@ -503,6 +569,8 @@ class SegmentationNode(Node):
                 w, h = result.output_size
                 published += self._publish(cam, "camera_info", cam.publishers["camera_info"],
                                            scale_camera_info(info, w, h, header))
+        if "drivable_grid" in wanted or "obstacle_points" in wanted:
+            published += self._publish_ground(frame, result)
         now = self.get_clock().now()
         stamp = Time(seconds=header.stamp.sec, nanoseconds=header.stamp.nanosec, clock_type=now.clock_type)
         with self._lock:
@@ -510,6 +578,85 @@ class SegmentationNode(Node):
                 cam.stats.published += 1
                 cam.stats.output_rate.add(time.monotonic())
                 cam.stats.latency.add((now - stamp).nanoseconds * 1e-9)
+
+    # ----------------------------------------------------------------------------------------------- ground outputs
+    def _camera_model(self, cam: _Camera, config: NodeConfig, image_size: tuple[int, int]) -> CameraModel:
+        """The camera model of the input image: ``camera_intrinsics`` if set, else the latest CameraInfo (cached)."""
+        with self._lock:
+            info = None if config.camera_intrinsics else cam.camera_info
+            cached = cam.model_cache
+        if cached is not None and cached[0] is info and cached[1] == image_size:
+            return cached[2]
+        if config.camera_intrinsics:
+            fx, fy, cx, cy = config.camera_intrinsics
+            model = CameraModel.pinhole(image_size[0], image_size[1], fx, fy, cx, cy)
+        elif info is None:
+            raise _NoCameraModelError(
+                f"no drivable_grid/obstacle_points: no CameraInfo received on {cam.topics.camera_info} and the "
+                "camera_intrinsics parameter is empty; publish the camera's CameraInfo there (or remap it), or set "
+                "camera_intrinsics:=[fx, fy, cx, cy]"
+            )
+        else:
+            model = camera_model_from_camera_info(info, image_size)
+        with self._lock:
+            cam.model_cache = (info, image_size, model)
+        return model
+
+    def _skip_ground(self, cam: _Camera, kind: str, text: str) -> None:
+        with self._lock:
+            cam.ground_counts[kind] += 1
+            cam.stats.last_problem = text
+        self._warn(cam, kind, text)
+
+    def _publish_ground(self, frame: _Frame, result: SegmentationResult) -> int:
+        """Publish the wanted ground outputs of one frame; a missing camera model or pose skips them (counted)."""
+        cam, header, config = frame.camera, frame.msg.header, self._config
+        if cam.ground is None or frame.decoded is None:
+            return 0
+        want_grid, want_points = "drivable_grid" in frame.wanted, "obstacle_points" in frame.wanted
+        image = frame.decoded.image
+        try:
+            model = self._camera_model(cam, config, (image.shape[1], image.shape[0]))
+            pose = self._pose_source_for(config).pose(header.frame_id, header.stamp)
+            builds = cam.ground.cache.misses
+            grid_msg, cloud_msg = cam.ground.process(header, result.class_ids, self._renderer.mask_lut, model, pose,
+                                                     want_grid=want_grid, want_points=want_points)
+        except _NoCameraModelError as exc:
+            self._skip_ground(cam, "no_camera_model", str(exc))
+            return 0
+        except PoseUnavailableError as exc:
+            self._skip_ground(cam, "no_pose", f"no drivable_grid/obstacle_points for this frame: {exc}")
+            return 0
+        except (PoseSourceError, GeometryError) as exc:
+            self._skip_ground(cam, "ground_error", f"no drivable_grid/obstacle_points: {exc}")
+            return 0
+        if cam.ground.cache.misses > builds:
+            self._mapping_built(cam, model, pose, result.output_size)
+        published = 0
+        if grid_msg is not None:
+            published += self._publish(cam, "drivable_grid", cam.publishers["drivable_grid"], grid_msg)
+        if cloud_msg is not None:
+            published += self._publish(cam, "obstacle_points", cam.publishers["obstacle_points"], cloud_msg)
+        return published
+
+    def _mapping_built(self, cam: _Camera, model: CameraModel, pose: CameraPose, mask_size: tuple[int, int]) -> None:
+        """Log a (re)built ground mapping: once at info, rebuilds throttled, and say why frequent rebuilds hurt."""
+        assert cam.ground is not None
+        seconds = cam.ground.projector(model, pose, mask_size).build_seconds  # a cache hit now
+        with self._lock:
+            cam.ground_counts["mappings_built"] += 1
+            builds = cam.ground_counts["mappings_built"]
+        text = (f"camera {cam.name}: built the ground mapping for {mask_size[0]}x{mask_size[1]} masks in "
+                f"{seconds:.2f} s (once per camera model, pose, grid and mask size; later frames reuse it)")
+        if builds == 1:
+            self.get_logger().info(text)
+        elif builds > 5 and self._pose_source is not None:
+            self._warn(cam, "ground_rebuild", (
+                f"the ground mapping was rebuilt {builds} times ({seconds:.2f} s each): the pose of the image's "
+                f"frame in grid_frame {self._config.grid_frame!r} keeps changing; use a grid_frame rigidly attached "
+                "to the camera (e.g. base_footprint, not odom)"))
+        else:
+            self.get_logger().info(text, throttle_duration_sec=_WARN_PERIOD_S)
 
     def _publish(self, cam: _Camera, name: str, publisher: Publisher, msg: Any) -> int:
         """Publish ``msg``; a failure is counted and reported (throttled), never raised. Returns 1 on success."""
@@ -548,7 +695,18 @@ class SegmentationNode(Node):
             "max frame age (s)": config.max_frame_age,
             "input qos": config.input_qos,
             "image transport": config.image_transport,
+            "grid frame": config.grid_frame,
+            "camera pose source": "injected" if self._pose_injected else config.camera_pose_source,
         }
+        for cam in self._cameras:
+            counts = self.ground_counts(cam.index)
+            with self._lock:
+                grids, points = cam.published_outputs["drivable_grid"], cam.published_outputs["obstacle_points"]
+            summary[f"ground outputs of {cam.name}"] = (
+                f"grids {grids}, point clouds {points}; skipped: no camera model {counts['no_camera_model']}, "
+                f"no pose {counts['no_pose']}, errors {counts['ground_error']}; mappings built "
+                f"{counts['mappings_built']}"
+            )
         msg = build_diagnostic_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name(), rows, summary)
         try:
             self._diagnostics_pub.publish(msg)

@@ -17,7 +17,7 @@ import yaml
 
 import espnet_ros
 from espnet_ros.parameters import PARAMETERS, config_from_values
-from espnet_ros.segmentation_node import IMAGE_OUTPUTS, camera_topics
+from espnet_ros.segmentation_node import GROUND_OUTPUTS, IMAGE_OUTPUTS, camera_topics
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_XML = ET.parse(REPO / "package.xml").getroot()
@@ -123,10 +123,17 @@ def test_segment_yaml_sets_only_declared_valid_parameters() -> None:
 
 def test_rviz_shows_overlay_colour_mask_and_drivable_overlay() -> None:
     doc = yaml.safe_load((REPO / "config/espnet_ros.rviz").read_text())
-    topics = [d["Topic"]["Value"] for d in doc["Visualization Manager"]["Displays"]]
+    displays = doc["Visualization Manager"]["Displays"]
+    topics = [d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"]
     layout = camera_topics("/image")
     assert topics == [layout.output(o) for o in ("overlay", "color_mask", "drivable_overlay")]
     assert set(o for o in ("overlay", "color_mask", "drivable_overlay")) <= set(IMAGE_OUTPUTS)
+    # the ground outputs in the 3-D view, whose fixed frame is the default grid_frame (no TF needed)
+    ground = {d["Class"]: d["Topic"]["Value"] for d in displays if d["Class"] != "rviz_default_plugins/Image"}
+    assert ground == {"rviz_default_plugins/Map": layout.output("drivable_grid"),
+                      "rviz_default_plugins/PointCloud2": layout.output("obstacle_points")}
+    assert set(o for o in ("drivable_grid", "obstacle_points")) <= set(GROUND_OUTPUTS)
+    assert doc["Visualization Manager"]["Global Options"]["Fixed Frame"] == config_from_values({}).grid_frame
 
 
 def test_fastdds_profile_has_a_shared_memory_segment_for_camera_images() -> None:

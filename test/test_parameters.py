@@ -42,7 +42,7 @@ def test_defaults_work_on_a_cpu_machine() -> None:
 def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
     names = [p.name for p in PARAMETERS]
     assert len(names) == len(set(names))
-    assert set(TUNABLE) == {"overlay_alpha", "drivable_classes", "max_frame_age", "stall_timeout"}
+    assert set(TUNABLE) == {"overlay_alpha", "drivable_classes", "max_frame_age", "stall_timeout", "camera_mount"}
     for p in PARAMETERS:
         d = p.descriptor()
         assert d.name == p.name and len(d.description) > 30
