@@ -1,9 +1,11 @@
 """The ``espnet-ros`` command line: segment files, evaluate on a labelled split, list presets, download, benchmark.
 
 Subcommands: ``segment`` (images, folders or videos → ``<stem>.labels.png``, ``.color.png``, ``.overlay.jpg``,
-``.drivable.png``), ``eval`` (mIoU, pixel and class-average accuracy under the ``upstream`` or ``standard``
-protocol, optionally as JSON), ``presets`` (the weights registry and the state of each file in the weights
-directory), ``download-weights`` (verified downloads of weights and sample frames) and ``bench`` (handed to
+``.drivable.png``, and with ``--grid`` the bird's-eye ``.grid.png`` drawn by
+:func:`espnet_ros.core.geometry.render_grid` for the camera of ``--camera-intrinsics`` / ``--camera-mount``),
+``eval`` (mIoU, pixel and class-average accuracy under the ``upstream`` or ``standard`` protocol, optionally as
+JSON), ``presets`` (the weights registry and the state of each file in the weights directory),
+``download-weights`` (verified downloads of weights and sample frames) and ``bench`` (handed to
 :mod:`espnet_ros.bench`). It is a thin shell over :mod:`espnet_ros.core`: domain errors are printed as one line on
 stderr with exit status 2, never as a traceback. No ROS.
 """
@@ -16,17 +18,22 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 # Heavy modules (torch, OpenCV) are imported inside the subcommands so that `espnet-ros --help` stays instant.
 from espnet_ros.core.errors import EspnetRosError
 from espnet_ros.core.labels import UnknownClassError
+
+if TYPE_CHECKING:
+    from espnet_ros.core.geometry import CameraPose, GridSpec
 
 __all__ = ["CliError", "build_parser", "main"]
 
 _log = logging.getLogger(__name__)
 
 PROG = "espnet-ros"
+DEFAULT_CAMERA_MOUNT = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
+"""``--camera-mount`` when not given: 1.5 m above the grid origin, level, looking along +x."""
 
 
 class CliError(EspnetRosError):
@@ -51,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment images, folders of images or videos and write masks and overlays",
                          description="Segment frames and write <stem>.labels.png (class ids), <stem>.color.png, "
-                                     "<stem>.overlay.jpg and <stem>.drivable.png (0/255) into --out.")
+                                     "<stem>.overlay.jpg and <stem>.drivable.png (0/255) into --out; with --grid "
+                                     "also <stem>.grid.png, the drivable area seen from above.")
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
     seg.add_argument("--preset", default=None, help="weights preset (see `espnet-ros presets`; default cityscapes)")
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
@@ -61,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated class names or ids that are drivable (default: road)")
     seg.add_argument("--alpha", type=float, default=0.5, help="weight of the colour mask in the overlay (0..1)")
     seg.add_argument("--weights-file", default=None, metavar="FILE", help="explicit weights file (still verified)")
+    grid = seg.add_argument_group(
+        "bird's-eye grid",
+        "With --grid, the drivable mask is projected onto the ground plane and <stem>.grid.png is written: the "
+        "grid seen from above with the camera's forward direction (+x) up and its left (+y) left, one pixel per "
+        "cell, green free, red occupied (blends: partly drivable), dark grey unknown. Negative first numbers need "
+        "the = form, e.g. --camera-mount=-0.5,0,1.2,0,0.1,0.")
+    grid.add_argument("--grid", action="store_true", help="also write <stem>.grid.png")
+    grid.add_argument("--camera-intrinsics", metavar="FX,FY,CX,CY", default=None,
+                      help="pinhole intrinsics in pixels of the input frames (default: fx = fy = frame width, a "
+                           "horizontal field of view of about 53 degrees, and cx, cy at the frame's centre)")
+    grid.add_argument("--camera-mount", metavar="X,Y,Z,ROLL,PITCH,YAW", default=None,
+                      help="the camera in the grid frame, body convention: metres, x forward, y left, z up (height "
+                           "above the ground); radians, pitch > 0 looks down, yaw > 0 looks left "
+                           "(default: 0,0,1.5,0,0,0)")
+    grid.add_argument("--grid-resolution", type=float, default=None, metavar="M",
+                      help="cell side in metres (default: 0.1)")
+    grid.add_argument("--grid-range", type=float, default=None, metavar="M",
+                      help="the square grid reaches this many metres from its origin in every direction, and ground "
+                           "farther than this from the point below the camera is not mapped (default: 20)")
     _add_common(seg)
     seg.set_defaults(func=_cmd_segment)
 
@@ -171,11 +198,50 @@ def _write_image(path: Path, image: Any, params: Sequence[int] = ()) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror}; check that the output folder is writable") from exc
 
 
+def _floats(option: str, text: str, names: str) -> tuple[float, ...]:
+    """Parse ``--option a,b,c`` into floats, one per comma-separated name in ``names``."""
+    fields = names.split(",")
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != len(fields) or not all(v == v and abs(v) != float("inf") for v in values):
+        raise CliError(f"{option} {text!r}: expected {len(fields)} comma-separated numbers {names}")
+    return values
+
+
+def _grid_settings(args: argparse.Namespace) -> tuple[GridSpec, CameraPose, tuple[float, ...] | None] | None:
+    """The grid, camera pose and intrinsics of ``segment --grid`` (``None`` without ``--grid``), validated."""
+    from espnet_ros.core.geometry import CameraPose, GridSpec
+
+    given = [o for o, v in (("--camera-intrinsics", args.camera_intrinsics), ("--camera-mount", args.camera_mount),
+                            ("--grid-resolution", args.grid_resolution), ("--grid-range", args.grid_range))
+             if v is not None]
+    if not args.grid:
+        if given:
+            raise CliError(f"{', '.join(given)} only apply to the bird's-eye grid; add --grid")
+        return None
+    intrinsics = None
+    if args.camera_intrinsics is not None:
+        intrinsics = _floats("--camera-intrinsics", args.camera_intrinsics, "FX,FY,CX,CY")
+        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
+            raise CliError(f"--camera-intrinsics {args.camera_intrinsics!r}: FX and FY must be > 0 pixels")
+    mount = (DEFAULT_CAMERA_MOUNT if args.camera_mount is None
+             else _floats("--camera-mount", args.camera_mount, "X,Y,Z,ROLL,PITCH,YAW"))
+    if mount[2] <= 0:
+        raise CliError(f"--camera-mount {args.camera_mount!r}: Z is the camera's height above the ground and must "
+                       "be > 0, e.g. 1.5")
+    spec = GridSpec.from_range(20.0 if args.grid_range is None else args.grid_range,
+                               0.1 if args.grid_resolution is None else args.grid_resolution)
+    return spec, CameraPose.from_body_rpy(*mount), intrinsics
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
     from espnet_ros.core.frames import FrameSource
+    from espnet_ros.core.geometry import CameraModel, ProjectorCache, render_grid
     from espnet_ros.core.render import Renderer
     from espnet_ros.core.segmenter import Segmenter
     from espnet_ros.core.weights import DEFAULT_PRESET, get_preset
@@ -185,6 +251,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError(f"--alpha must be between 0 and 1, got {args.alpha}")
     renderer = Renderer(preset.label_set, classes, alpha=args.alpha)  # validates the classes before loading
+    grid = _grid_settings(args)
+    projectors = ProjectorCache()
     source = FrameSource(args.inputs)
     out_dir = Path(args.out).expanduser()
     try:
@@ -210,10 +278,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             _write_image(base.with_name(f"{frame.stem}.overlay.jpg"), renderer.class_overlay(image, ids),
                          (cv2.IMWRITE_JPEG_QUALITY, 90))
             _write_image(base.with_name(f"{frame.stem}.drivable.png"), mask)
+            if grid is not None:
+                spec, pose, intrinsics = grid
+                height, width = frame.image.shape[:2]
+                fx, fy, cx, cy = intrinsics or (width, width, (width - 1) / 2, (height - 1) / 2)
+                camera = CameraModel.pinhole(width, height, fx, fy, cx, cy)
+                projector = projectors.get(camera, pose, spec, result.output_size)
+                _write_image(base.with_name(f"{frame.stem}.grid.png"), render_grid(projector.grid(mask)))
             count += 1
             bar.update(1)
     if not args.quiet:
-        print(f"wrote {count} frame(s) × 4 files to {out_dir}", file=sys.stderr)
+        print(f"wrote {count} frame(s) × {5 if grid else 4} files to {out_dir}", file=sys.stderr)
     return 0
 
 
