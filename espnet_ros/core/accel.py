@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -575,6 +576,20 @@ class ArtifactCache:
                 else:
                     p.unlink()
 
+    def _prune_older(self, key: ArtifactKey, suffix: str) -> None:
+        """Delete artifacts of the same kind, preset and size built by an older graph version (never used again)."""
+        w, h = key.network_size
+        for sidecar in self.root.glob(f"{key.kind}-{key.preset}-{w}x{h}-*.json"):
+            try:
+                old = json.loads(sidecar.read_text()).get("key", {})
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(old, dict) and isinstance(old.get("accel_version"), int) \
+                    and old["accel_version"] < key.accel_version:
+                _log.info("removing %s (graph version %d < %d)", sidecar.with_suffix(suffix).name,
+                          old["accel_version"], key.accel_version)
+                self._remove(sidecar.with_suffix(suffix), sidecar, sidecar.with_suffix(".lock"))
+
     def load_or_build(
         self,
         key: ArtifactKey,
@@ -626,6 +641,7 @@ class ArtifactCache:
             finally:
                 self._remove(tmp_dir)
             _log.info("built %s in %.1f s", artifact, meta["built_s"])
+            self._prune_older(key, suffix)
             try:
                 obj = load(artifact)
             except Exception as exc:
@@ -758,7 +774,9 @@ class OnnxRuntimeBackend(Backend):
         def build(path: Path) -> None:
             _log.info("exporting the %s network for %dx%d to ONNX (once; cached in %s)",
                       preset.name, network_size[0], network_size[1], cache.root)
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # the TorchScript exporter needs no onnxscript; its deprecation notice is not the user's concern
+                warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(_LabelsModule(self.fused).eval(), (probe.contiguous(),), str(path),
                                   input_names=["x"], output_names=["labels"], opset_version=17,
                                   dynamic_axes={"x": {0: "batch"}, "labels": {0: "batch"}}, dynamo=False)

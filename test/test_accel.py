@@ -1,0 +1,283 @@
+"""Tests of espnet_ros.core.accel: the fast CPU paths give the baseline's labels on real frames, and the artifact
+cache keys, verifies, rebuilds and writes atomically.
+
+The compiled (AOTInductor) backend is built once per preset into a session-wide temporary cache (about half a minute
+each on two cores); everything else is fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from numpy.typing import NDArray
+
+from espnet_ros.core import accel
+from espnet_ros.core.accel import (
+    ArtifactCache,
+    ArtifactKey,
+    BackendError,
+    FusedESPNet,
+    cache_dir,
+    compiler_available,
+    make_backend,
+    resolve_backend,
+)
+from espnet_ros.core.baseline import BaselinePipeline
+from espnet_ros.core.segmenter import Segmenter
+from espnet_ros.core.weights import build_model, get_preset
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_frames(samples_dir: Path) -> list[NDArray[np.uint8]]:
+    files = sorted(samples_dir.glob("*.png"))
+    assert len(files) == 2, f"expected the two upstream sample frames in {samples_dir}"
+    return [np.ascontiguousarray(cv2.imread(str(f)), dtype=np.uint8) for f in files]
+
+
+@pytest.fixture(scope="module")
+def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("compiled")
+
+
+def _frames_for(preset: str, frames: list[NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
+    if preset == "camvid":  # CamVid's native size; the Cityscapes frames still make a fine street scene
+        return [np.ascontiguousarray(cv2.resize(f, (480, 360), interpolation=cv2.INTER_AREA)) for f in frames]
+    return frames
+
+
+def _agreement(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
+    return float((a == b).mean())
+
+
+@pytest.mark.parametrize("preset", ["cityscapes", "cityscapes-p2q3", "cityscapes-c-p2q8", "camvid"])
+def test_fused_network_computes_the_reference_logits(weights_dir: Path, preset: str,
+                                                     sample_frames: list[NDArray[np.uint8]]) -> None:
+    p = get_preset(preset)
+    model = build_model(p, weights_dir)
+    fused = FusedESPNet(model)
+    frame = _frames_for(preset, sample_frames)[0]
+    x = torch.from_numpy(p.preprocessing.apply_numpy(frame, p.input_size)).unsqueeze(0)
+    with torch.inference_mode():
+        ref = model(x)
+        if p.output_stride != 1:
+            ref = torch.nn.functional.interpolate(ref, scale_factor=p.output_stride, mode="bilinear",
+                                                  align_corners=False)
+        logits = fused.logits(x.contiguous(memory_format=torch.channels_last))
+        labels = fused(x.contiguous(memory_format=torch.channels_last))
+    assert logits.shape == ref.shape
+    torch.testing.assert_close(logits, ref, atol=1e-3, rtol=1e-4)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, p.input_size[1], p.input_size[0])
+    assert float((labels == ref.argmax(1)).float().mean()) >= 0.9999
+
+
+@pytest.mark.parametrize("preset", ["cityscapes", "camvid"])
+@pytest.mark.parametrize("backend", ["eager", "fused", "compiled", "onnxruntime"])
+def test_fast_paths_give_the_baseline_labels_on_the_sample_frames(
+    weights_dir: Path, compiled_cache: Path, sample_frames: list[NDArray[np.uint8]], preset: str, backend: str
+) -> None:
+    if backend == "compiled" and not compiler_available():
+        pytest.skip("no C++ compiler for AOTInductor on this machine")
+    if backend == "onnxruntime" and not accel.onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    seg = Segmenter(preset, weights_dir=weights_dir, backend=backend, cache_dir=compiled_cache)
+    assert seg.backend == backend
+    base = BaselinePipeline(seg.preset, model=seg.model)
+    for frame in _frames_for(preset, sample_frames):
+        want = base(frame)
+        got = seg.segment(frame).class_ids
+        assert got.shape == frame.shape[:2]
+        # exact on these frames so far; the contract is the issue's >= 0.999
+        assert _agreement(got, want) >= 0.999, (preset, backend)
+    # a batch goes through one forward pass and gives the same labels as one frame at a time
+    frames = _frames_for(preset, sample_frames)
+    before = seg.forward_batch_sizes.copy()
+    batch = seg.segment_batch(frames)
+    assert seg.forward_batch_sizes - before == {2: 1}
+    for frame, res in zip(frames, batch, strict=True):
+        np.testing.assert_array_equal(res.class_ids, seg.segment(frame).class_ids)
+    # confidence comes from the logits path and its ids agree with the labels-only path
+    res = seg.segment(frames[0], confidence=True)
+    assert res.confidence is not None and res.confidence.shape == frames[0].shape[:2]
+    assert _agreement(res.class_ids, seg.segment(frames[0]).class_ids) >= 0.999
+
+
+def test_cache_key_changes_with_everything_an_artifact_depends_on() -> None:
+    key = ArtifactKey.for_preset("aoti", get_preset("cityscapes"), (1024, 512))
+    assert key.torch_version == torch.__version__ and key.accel_version == accel.ACCEL_VERSION
+    others = [
+        ArtifactKey.for_preset("aoti", get_preset("cityscapes-p2q5"), (1024, 512)),
+        ArtifactKey.for_preset("aoti", get_preset("cityscapes"), (512, 256)),
+        ArtifactKey.for_preset("onnx", get_preset("cityscapes"), (1024, 512)),
+        dataclasses.replace(key, torch_version="2.0.0"),
+        dataclasses.replace(key, runtime_version="1.0.0"),
+        dataclasses.replace(key, accel_version=key.accel_version + 1),
+        dataclasses.replace(key, weights_sha256="0" * 64),
+        dataclasses.replace(key, cpu_isa="AVX2"),
+    ]
+    stems = {key.stem(), *(k.stem() for k in others)}
+    assert len(stems) == len(others) + 1
+    assert key.stem() == ArtifactKey.for_preset("aoti", get_preset("cityscapes"), (1024, 512)).stem()
+    assert key.stem().startswith("aoti-cityscapes-1024x512-")
+    onnx = ArtifactKey.for_preset("onnx", get_preset("camvid"), (480, 360))
+    assert onnx.runtime_version == (accel._onnxruntime_version())
+
+
+class _Toy:
+    """A cheap artifact for the cache tests: a text file holding a number; ``good`` is what check accepts."""
+
+    def __init__(self, value: str = "42", good: str = "42") -> None:
+        self.value = value
+        self.good = good
+        self.builds = 0
+        self.loads = 0
+
+    def build(self, path: Path) -> None:
+        self.builds += 1
+        path.write_text(self.value)
+
+    def load(self, path: Path) -> str:
+        self.loads += 1
+        text = path.read_text()
+        if not text.isdigit():
+            raise ValueError(f"not a number: {text!r}")
+        return text
+
+    def check(self, obj: str) -> str | None:
+        return None if obj == self.good else f"{obj} is not {self.good}"
+
+    def get(self, cache: ArtifactCache, key: ArtifactKey) -> str:
+        return cache.load_or_build(key, ".txt", self.build, self.load, self.check)
+
+
+@pytest.fixture
+def toy_key() -> ArtifactKey:
+    return ArtifactKey.for_preset("toy", get_preset("camvid"), (480, 360))
+
+
+def test_cache_builds_once_then_reuses_and_leaves_no_temporary_files(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache, toy = ArtifactCache(tmp_path / "c"), _Toy()
+    assert toy.get(cache, toy_key) == "42"
+    assert toy.get(cache, toy_key) == "42"
+    assert toy.builds == 1 and toy.loads == 2
+    _, sidecar = cache.paths(toy_key, ".txt")
+    meta = json.loads(sidecar.read_text())
+    assert meta["key"] == toy_key.fields() and len(meta["sha256"]) == 64
+    leftovers = [p.name for p in cache.root.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # built in a temporary folder, renamed into place
+    # another key (here: another torch version) never picks up this artifact
+    other = dataclasses.replace(toy_key, torch_version="0.0.0")
+    assert toy.get(cache, other) == "42" and toy.builds == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda art, side: art.write_text("43"),  # modified: sha256 mismatch
+        lambda art, side: art.write_bytes(b""),  # truncated
+        lambda art, side: art.unlink(),  # missing artifact, sidecar left
+        lambda art, side: side.write_text("{not json"),  # unreadable sidecar
+        lambda art, side: side.write_text(json.dumps({"key": {"preset": "x"}, "sha256": "0"})),  # another build
+    ],
+    ids=["modified", "truncated", "missing", "bad-sidecar", "other-key"],
+)
+def test_damaged_artifacts_are_rebuilt_not_used(
+    tmp_path: Path, toy_key: ArtifactKey, damage: Callable[[Path, Path], object]
+) -> None:
+    cache, toy = ArtifactCache(tmp_path), _Toy()
+    toy.get(cache, toy_key)
+    artifact, sidecar = cache.paths(toy_key, ".txt")
+    damage(artifact, sidecar)
+    assert toy.get(cache, toy_key) == "42"
+    assert toy.builds == 2
+    assert artifact.read_text() == "42"
+
+
+def test_an_artifact_that_loads_but_computes_wrong_is_rebuilt(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache = ArtifactCache(tmp_path)
+    _Toy(value="7", good="7").get(cache, toy_key)  # an artifact of an older, different computation
+    artifact, _ = cache.paths(toy_key, ".txt")
+    assert artifact.read_text() == "7"
+    toy = _Toy()  # now "42" is right: the check rejects the cached "7" (its hash is fine)
+    assert toy.get(cache, toy_key) == "42" and toy.builds == 1
+    # an artifact that cannot even be loaded is rebuilt too
+    artifact.write_text("x")
+    sidecar = cache.paths(toy_key, ".txt")[1]
+    meta = json.loads(sidecar.read_text())
+    meta["sha256"] = accel._file_sha256(artifact)
+    sidecar.write_text(json.dumps(meta))
+    assert toy.get(cache, toy_key) == "42" and toy.builds == 2
+
+
+def test_a_fresh_build_that_computes_wrong_raises(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(BackendError, match="computes wrong labels"):
+        _Toy(value="1", good="2").get(cache, toy_key)
+    assert not cache.paths(toy_key, ".txt")[0].exists()
+
+
+def test_older_graph_versions_are_pruned(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache = ArtifactCache(tmp_path)
+    old_key = dataclasses.replace(toy_key, accel_version=toy_key.accel_version - 1)
+    _Toy().get(cache, old_key)
+    _Toy().get(cache, toy_key)
+    assert not cache.paths(old_key, ".txt")[0].exists() and not cache.paths(old_key, ".txt")[1].exists()
+    assert cache.paths(toy_key, ".txt")[0].exists()
+
+
+def test_a_corrupt_onnx_export_is_rebuilt(weights_dir: Path, tmp_path: Path) -> None:
+    if not accel.onnxruntime_available():
+        pytest.skip("onnxruntime is not installed")
+    p = get_preset("camvid")
+    model = build_model(p, weights_dir)
+    b1 = make_backend("onnxruntime", model, p, p.input_size, cache=tmp_path)
+    artifact, sidecar = ArtifactCache(tmp_path).paths(ArtifactKey.for_preset("onnx", p, p.input_size), ".onnx")
+    built = json.loads(sidecar.read_text())["sha256"]
+    artifact.write_bytes(artifact.read_bytes()[:1000])  # truncated on disk
+    b2 = make_backend("onnxruntime", model, p, p.input_size, cache=tmp_path)
+    assert json.loads(sidecar.read_text())["sha256"] == built  # rebuilt, same export
+    x = torch.rand(1, 3, 360, 480) * 0.02 - 0.01
+    torch.testing.assert_close(b1.labels(x), b2.labels(x))
+
+
+def test_backend_names_and_the_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(accel.BACKEND_ENV, raising=False)
+    want = "compiled" if compiler_available() else "fused"
+    assert resolve_backend("auto", CPU) == want
+    assert resolve_backend(" Fused ", CPU) == "fused"
+    monkeypatch.setenv(accel.BACKEND_ENV, "eager")
+    assert resolve_backend("auto", CPU) == "eager"
+    assert resolve_backend("fused", CPU) == "fused"  # an explicit choice wins over the environment
+    monkeypatch.setenv(accel.BACKEND_ENV, "turbo")
+    with pytest.raises(BackendError, match=r"unknown backend 'turbo' in \$ESPNET_ROS_BACKEND"):
+        resolve_backend("auto", CPU)
+    with pytest.raises(BackendError, match="unknown backend 'fast'; expected one of"):
+        resolve_backend("fast", CPU)
+    assert resolve_backend("auto", torch.device("cuda")) == "eager"
+    with pytest.raises(BackendError, match="runs on the CPU only"):
+        resolve_backend("compiled", torch.device("cuda"))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(accel.CACHE_DIR_ENV, str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x"
+    assert cache_dir(tmp_path / "y") == tmp_path / "y"
+    monkeypatch.delenv(accel.CACHE_DIR_ENV)
+    assert cache_dir() == Path(os.path.expanduser("~/.cache/espnet_ros/compiled"))
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(BackendError, match="cannot create the cache directory"):
+        _Toy().get(ArtifactCache(blocker / "cache"), toy_key)
