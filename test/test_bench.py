@@ -1,0 +1,129 @@
+"""Tests of espnet_ros.bench on tiny settings: every mode runs and writes its JSON record with all keys.
+
+Benchmarks are tools: these tests check that the tool works and that what it reports is consistent (labels agree
+with the baseline, every frame is accounted for), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from espnet_ros import bench
+
+PIPELINE_KEYS = {"device", "preset", "input_size", "baseline_ms", "fast_ms", "speedup", "label_agreement", "backend",
+                 "frame_size", "stages_ms", "render_baseline_ms", "render_fast_ms", "threads"}
+ROS_KEYS = {"e2e_p50_ms", "e2e_p95_ms", "overhead_p50_ms", "frames_sent", "frames_answered", "dropped",
+            "rss_start_mb", "rss_end_mb", "lost_between_processes", "stamps_ok", "per_camera"}
+
+
+@pytest.fixture(scope="module")
+def small_frames(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> list[Path]:
+    """Two CamVid validation frames shrunk to 240x180 (BGR png)."""
+    folder = tmp_path_factory.mktemp("frames")
+    files = sorted((shared_dir / "camvid" / "val" / "images").iterdir())[:2]
+    out = []
+    for f in files:
+        img = cv2.resize(cv2.imread(str(f)), (240, 180), interpolation=cv2.INTER_AREA)
+        out.append(folder / f.name)
+        assert cv2.imwrite(str(out[-1]), img)
+    return out
+
+
+def _run(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], str]:
+    out = tmp_path / "bench.json"
+    assert bench.main([*args, "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    return json.loads(out.read_text()), table
+
+
+def test_pipeline_mode_writes_every_key(weights_dir: Path, small_frames: list[Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    rec, table = _run(["--mode", "pipeline", "--preset", "camvid", "--backend", "fused", "--weights-dir",
+                       str(weights_dir), "--images", *map(str, small_frames), "--repeats", "1", "--warmup", "0"],
+                      tmp_path, capsys)
+    assert set(rec) >= PIPELINE_KEYS
+    assert rec["device"] == "cpu" and rec["preset"] == "camvid" and rec["backend"] == "fused"
+    assert rec["input_size"] == [480, 360] and rec["frame_size"] == [240, 180] and rec["frames"] == 2
+    assert rec["label_agreement"] >= 0.999
+    assert rec["speedup"] == pytest.approx(rec["baseline_ms"] / rec["fast_ms"])
+    assert set(rec["stages_ms"]) >= {"baseline_network", "fast_network_and_argmax", "fast_resize"}
+    for key in ("speedup", "label agreement with baseline", "baseline stages", "colour mask"):
+        assert key in table
+
+
+def test_model_mode_times_every_candidate_backend(weights_dir: Path, small_frames: list[Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    rec, table = _run(["--mode", "model", "--preset", "camvid", "--backend", "fused", "--candidates",
+                       "eager,fused,onnxruntime,nonsense", "--cache-dir", str(tmp_path / "cache"), "--weights-dir",
+                       str(weights_dir), "--images", str(small_frames[0]), "--size", "160x120", "--repeats", "1",
+                       "--warmup", "0", "--no-render", "--quiet"], tmp_path, capsys)
+    assert {"model_baseline_ms", "model_fast_ms", "model_speedup", "baseline_ms", "fast_ms"} <= set(rec)
+    assert rec["frame_size"] == [160, 120]
+    cands = rec["model_candidates_ms"]
+    assert "fused" in cands and "eager" in cands
+    assert "onnxruntime" in cands or "onnxruntime" in rec.get("model_candidates_unavailable", {})
+    assert "unknown backend 'nonsense'" in rec["model_candidates_unavailable"]["nonsense"]
+    assert all(v > 0 for v in cands.values())
+    assert "model only" in table and "backend eager" in table
+
+
+def test_camvid_miou_of_baseline_and_fast_path(weights_dir: Path, shared_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    split = tmp_path / "split"
+    for sub in ("images", "labels"):
+        (split / sub).mkdir(parents=True)
+        for f in sorted((shared_dir / "camvid" / "val" / sub).iterdir())[:3]:
+            shutil.copy(f, split / sub / f.name)
+    frame = str(split / "images" / sorted(p.name for p in (split / "images").iterdir())[0])
+    rec, table = _run(["--preset", "camvid", "--backend", "fused", "--weights-dir", str(weights_dir), "--images",
+                       frame, "--repeats", "1", "--warmup", "0", "--no-render", "--camvid", str(split), "--quiet"],
+                      tmp_path, capsys)
+    assert rec["camvid_frames"] == 3
+    assert abs(rec["camvid_val_miou_delta"]) <= 0.01
+    assert rec["camvid_val_label_agreement"] >= 0.999
+    assert "CamVid val mIoU" in table
+
+
+def test_ros_mode_accounts_for_every_frame(weights_dir: Path, small_frames: list[Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rec, table = _run(["--mode", "ros", "--preset", "camvid", "--backend", "fused", "--weights-dir",
+                       str(weights_dir), "--images", *map(str, small_frames), "--repeats", "1", "--warmup", "0",
+                       "--cameras", "2", "--rate", "4", "--duration", "2", "--ros-warmup", "0", "--quiet"],
+                      tmp_path, capsys)
+    assert set(rec) >= ROS_KEYS
+    assert rec["frames_sent"] == 2 * 8
+    assert rec["stamps_ok"], "a mask carried a stamp no frame was sent with"
+    assert rec["lost_between_processes"] == 0 and rec["lost_after_node"] == 0
+    assert rec["frames_answered"] + rec["dropped"] == rec["frames_sent"]
+    for cam in rec["per_camera"]:
+        assert cam["frames_answered"] >= 1
+        assert cam["frames_received_by_node"] == cam["frames_sent"]
+    assert rec["rss_start_mb"] > 0 and rec["rss_end_mb"] > 0
+    assert np.isfinite(rec["e2e_p50_ms"]) and rec["e2e_p95_ms"] >= rec["e2e_p50_ms"]
+    assert rec["overhead_p50_ms"] == pytest.approx(rec["e2e_p50_ms"] - rec["fast_ms"])
+    assert rec["node_exit_code"] == 0 and rec["player_exit_codes"] == [0, 0]
+    assert "latency stamp" in table and "/cam1/image" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "12"], "expected WIDTHxHEIGHT"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--backend", "turbo"], "unknown backend 'turbo'"),
+        (["--device", "tpu"], "expected cpu or cuda"),
+        (["--images", "/nonexistent/frame.png"], "/nonexistent/frame.png"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(weights_dir: Path, small_frames: list[Path], args: list[str],
+                                           message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    images = [] if "--images" in args else ["--images", str(small_frames[0])]
+    assert bench.main(["--preset", "camvid", "--weights-dir", str(weights_dir), "--quiet", *images, *args]) == 2
+    assert message in capsys.readouterr().err
