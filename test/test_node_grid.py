@@ -41,7 +41,7 @@ from espnet_ros.ground_msgs import (
 )
 from espnet_ros.image_codec import encode_image
 from espnet_ros.parameters import PARAMETERS, TUNABLE, ParameterError, apply_updates, config_from_values
-from espnet_ros.segmentation_node import GROUND_OUTPUTS, SegmentationNode
+from espnet_ros.segmentation_node import GROUND_OUTPUTS, SegmentationNode, main
 
 WIDTH, HEIGHT = 320, 160
 GRID = {"preset": "cityscapes-c-p2q3", "grid_resolution": 0.2, "grid_range": 10.0}
@@ -264,6 +264,14 @@ def test_tf_pose_source_without_tf2_ros_fails_at_start(ros_context: Context) -> 
     text = str(err.value)
     assert "tf2_ros is not installed" in text and "apt install" in text
     assert "camera_pose_source:=parameters" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2_ros") is not None,
+                    reason="tf2_ros is installed here; this checks the start-up error where it is missing")
+def test_executable_exits_1_with_the_tf2_message(ros_env: int, capfd: pytest.CaptureFixture[str]) -> None:
+    rc = main(["--ros-args", "-p", "camera_pose_source:=tf", "-p", f"weights_dir:={WEIGHTS_DIR}"])
+    out, err = capfd.readouterr()
+    assert rc == 1 and "cannot start" in out + err and "tf2_ros is not installed" in out + err
 
 
 def test_camera_info_without_size_uses_the_image_size() -> None:
