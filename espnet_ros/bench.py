@@ -601,6 +601,13 @@ def run_ros(
         received, superseded, stale = num("frames received"), num("frames dropped (superseded)"), \
             num("frames dropped (stale)")
         published = num("frames published")
+
+        def ms(key: str, counters: dict[str, str] = counters) -> float:
+            try:
+                return float(counters.get(key, "nan"))
+            except ValueError:
+                return float("nan")
+
         span = (max(sent[k].values()) - min(sent[k].values())) if len(sent[k]) > 1 else float("nan")
         per_cam.append({
             "topic": topics[k], "frames_sent": count, "frames_seen_by_bench": len(sent[k]),
@@ -608,6 +615,7 @@ def run_ros(
             "frames_published": published, "frames_answered": len(answered[k]),
             "lost_between_processes": max(0, count - received), "lost_after_node": max(0, published - len(answered[k])),
             "answered_with_unknown_stamp": len(unknown), "e2e_p50_ms": _pct(lat, 0.5), "e2e_p95_ms": _pct(lat, 0.95),
+            "node_latency_p50_ms": ms("latency p50 (ms)"), "node_latency_p95_ms": ms("latency p95 (ms)"),
             "answer_rate_hz": len(answered[k]) / span if span == span and span > 0 else float("nan"),
             "publish_rate_hz": (len(sent[k]) - 1) / span if span == span and span > 0 else float("nan"),
         })
@@ -699,7 +707,8 @@ def format_table(rec: dict[str, Any]) -> str:
         for c in rec["per_camera"]:
             rows.append((f"  {c['topic']}", f"sent {c['frames_sent']}, node got {c['frames_received_by_node']}, "
                          f"superseded {c['dropped_superseded']}, stale {c['dropped_stale']}, answered "
-                         f"{c['frames_answered']} ({_f(c['answer_rate_hz'])} Hz), p50 {_f(c['e2e_p50_ms'])} ms"))
+                         f"{c['frames_answered']} ({_f(c['answer_rate_hz'])} Hz), p50 {_f(c['e2e_p50_ms'])} ms "
+                         f"(stamp → node publish {_f(c['node_latency_p50_ms'])} ms)"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
