@@ -18,5 +18,7 @@ echo "== installing dependencies into $VENV"
 "${PIP[@]}" "ros-rclpy[fastrtps]" ros-sensor-msgs ros-std-msgs ros-diagnostic-msgs ros-nav-msgs \
   ros-geometry-msgs ros-visualization-msgs ros-std-srvs ros-ament-index-python
 "${PIP[@]}" numpy opencv-python-headless tqdm pyyaml pytest mypy ruff colcon-common-extensions setuptools
+# optional CPU backend (espnet_ros.core.accel "onnxruntime"), installed so its tests run
+"${PIP[@]}" onnx onnxruntime
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 echo "== $VENV ready: $("$VENV/bin/python" -c 'import rclpy, torch, cv2, numpy; print("rclpy ok, torch", torch.__version__, "opencv", cv2.__version__, "numpy", numpy.__version__)')"
