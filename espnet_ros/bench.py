@@ -48,7 +48,7 @@ _log = logging.getLogger(__name__)
 U8 = npt.NDArray[np.uint8]
 Progress = Callable[[str], None]
 
-MODES = ("model", "pipeline", "ros", "all")
+MODES = ("model", "pipeline", "ros", "all", "grid")
 
 
 class BenchError(EspnetRosError):
@@ -583,6 +583,7 @@ def run_ros(
     first_answer = min((a[0][0] for a in answered if a), default=time.time())
     t_warm_wall = first_answer + warmup_s
     stamps_ok = True
+    unknown_total = 0
     for k in range(cameras):
         name = next((n for n in diag if n.endswith(f"camera {topics[k]}")), None)
         counters = diag.get(name, {}) if name else {}
@@ -596,6 +597,7 @@ def run_ros(
         known = set(sent[k])
         unknown = [s for _, s, fid in answered[k] if s not in known or fid != f"cam{k}"]
         stamps_ok = stamps_ok and not unknown
+        unknown_total += len(unknown)
         lat = [(t - s / 1e9) * 1000.0 for t, s, _ in answered[k] if t >= t_warm_wall]
         lat_all += lat
         received, superseded, stale = num("frames received"), num("frames dropped (superseded)"), \
@@ -628,7 +630,7 @@ def run_ros(
         "dropped": sum(c["dropped_superseded"] + c["dropped_stale"] for c in per_cam),
         "lost_between_processes": sum(c["lost_between_processes"] for c in per_cam),
         "lost_after_node": sum(c["lost_after_node"] for c in per_cam),
-        "stamps_ok": stamps_ok,
+        "stamps_ok": stamps_ok, "answers_with_unknown_stamp": unknown_total,
         "e2e_p50_ms": _pct(lat_all, 0.5), "e2e_p95_ms": _pct(lat_all, 0.95),
         "e2e_max_ms": max(lat_all) if lat_all else float("nan"),
         "throughput_hz": sum(c["answer_rate_hz"] for c in per_cam if c["answer_rate_hz"] == c["answer_rate_hz"]),
@@ -639,7 +641,10 @@ def run_ros(
     }
     rec["overhead_p50_ms"] = rec["e2e_p50_ms"] - pipeline_ms
     rec["e2e_p95_bound_ms"] = max_frame_age * 1000.0 + 2.0 * pipeline_ms
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("ESPNET_ROS_BENCH_KEEP"):
+        print(f"bench logs kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return rec
 
 
@@ -724,8 +729,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--mode", choices=MODES, default="pipeline",
                     help="model: + network alone per backend; pipeline: frame → ids (+ stages, rendering); "
-                    "ros: publisher → node → subscriber processes; all: everything (default: pipeline)")
+                    "ros: publisher → node → subscriber processes; all: everything but grid; grid: the drivable "
+                    "grid from a mask of --size (default 2048x1024) (default: pipeline)")
     ap.add_argument("--preset", default="cityscapes")
+    ap.add_argument("--grid-resolution", type=float, default=0.1, help="grid: cell side in metres (default 0.1)")
+    ap.add_argument("--grid-range", type=float, default=20.0, help="grid: reach in metres (default 20)")
     ap.add_argument("--device", default="cpu", help="cpu (this tool) or cuda[:N] (handed to bench_cuda)")
     ap.add_argument("--backend", default="auto", help="CPU backend of the fast path: auto, eager, fused, compiled, "
                     "onnxruntime (default auto)")
@@ -828,6 +836,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return rec
 
 
+def _grid(args: argparse.Namespace) -> int:
+    """``--mode grid``: mask → occupancy grid (and obstacle points) per frame after the first, on this CPU."""
+    from espnet_ros.core.geometry import benchmark_grid
+
+    try:
+        w, h = _parse_size(args.size) if args.size else (2048, 1024)
+        rec = benchmark_grid(w, h, resolution=args.grid_resolution, max_range=args.grid_range,
+                             repeats=max(args.repeats, 5))
+    except (EspnetRosError, ValueError) as exc:
+        print(f"espnet-ros bench: {exc}", file=sys.stderr)
+        return 2
+    rec.update(device="cpu", cpu=_cpu_name(), command="espnet-ros bench " + " ".join(args.argv or sys.argv[1:]))
+    gw, gh = rec["grid_cells"]
+    print(f"mask {w}x{h} → grid {gw}x{gh} cells of {rec['resolution']:g} m (range {rec['max_range']:g} m)\n"
+          f"first frame (builds the per-pixel mapping)  {rec['first_ms']:.0f} ms\n"
+          f"per frame after the first                  {rec['median_ms']:.2f} ms median, "
+          f"{rec['p95_ms']:.2f} ms p95, {rec['min_ms']:.2f} ms min\n"
+          f"obstacle points per frame                  {rec['points_median_ms']:.2f} ms median")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rec, indent=2, default=float) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``espnet-ros bench`` (also ``python -m espnet_ros.bench``); returns the exit status."""
     raw = sys.argv[1:] if argv is None else argv
@@ -835,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
         return publisher_main(raw[1:])
     args = _parser().parse_args(argv)
     args.argv = argv
+    if args.mode == "grid":
+        return _grid(args)
     if args.device.strip().lower().startswith("cuda"):
         return _cuda(args)
     if args.device.strip().lower() != "cpu":

@@ -22,10 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from espnet_ros.core.baseline import BaselinePipeline
 from espnet_ros.core.gpu import GpuPipeline
-from espnet_ros.core.segmenter import Segmenter, resize_labels
+from espnet_ros.core.segmenter import Segmenter
 
-__all__ = ["baseline_segment", "measure", "run_cuda_bench"]
+__all__ = ["format_table", "main", "measure", "run_cuda_bench"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,19 +53,6 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int, device: torch.d
 def _p(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     return float(s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))])
-
-
-def baseline_segment(seg: Segmenter, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """The upstream recipe on ``seg.device`` as written: numpy preprocessing, eager fp32 NCHW, argmax, host resize."""
-    x = seg.preset.preprocessing.apply_numpy(image, seg.input_size)
-    with torch.inference_mode():
-        logits = seg.model(torch.from_numpy(x).unsqueeze(0).to(seg.device))
-        if seg.preset.output_stride != 1:
-            logits = torch.nn.functional.interpolate(
-                logits, scale_factor=seg.preset.output_stride, mode="bilinear", align_corners=False
-            )
-        ids = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-    return resize_labels(ids, (image.shape[1], image.shape[0]))
 
 
 def _model_fps(net: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, graphs: bool) -> float:
@@ -128,6 +116,7 @@ def run_cuda_bench(
     dev = seg.device
     on_cuda = dev.type == "cuda"
     fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev)
+    baseline = BaselinePipeline(seg.preset, model=seg.model, network_size=seg.input_size, device=dev)
     rec: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if on_cuda else "cpu",
         "torch": torch.__version__,
@@ -149,7 +138,7 @@ def run_cuda_bench(
     frame = images[0]
     size = (int(frame.shape[1]), int(frame.shape[0]))
     say("pipeline, batch 1")
-    base_t = measure(lambda: baseline_segment(seg, frame), max(1, repeats // 4), 2, dev)
+    base_t = measure(lambda: baseline(frame), max(1, repeats // 4), 2, dev)
     fast_t = measure(lambda: fast.run([frame], ["bgr"], [size]), repeats, warmup, dev)
     rec.update(
         baseline_ms=statistics.median(base_t),
@@ -160,7 +149,7 @@ def run_cuda_bench(
     say("label agreement")
     agree = []
     for im in images:
-        ref = baseline_segment(seg, im)
+        ref = baseline(im)
         got = fast.run([im], ["bgr"], [(im.shape[1], im.shape[0])])[0].class_ids
         agree.append(float((ref == got).mean()))
     rec["label_agreement"] = min(agree)
@@ -172,7 +161,7 @@ def run_cuda_bench(
     rec["multi_camera"]["frames_per_s"] = cameras * 1000.0 / rec["multi_camera"]["batch_ms"]
     if camvid_root is not None and seg.preset.name == "camvid":
         say("CamVid val mIoU, fp32 vs fast path")
-        base_miou = _camvid_miou(lambda im: baseline_segment(seg, im), camvid_root)
+        base_miou = _camvid_miou(baseline, camvid_root)
         fast_miou = _camvid_miou(
             lambda im: fast.run([im], ["bgr"], [(im.shape[1], im.shape[0])])[0].class_ids, camvid_root
         )

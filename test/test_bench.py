@@ -127,3 +127,15 @@ def test_bad_options_exit_2_with_a_message(weights_dir: Path, small_frames: list
     images = [] if "--images" in args else ["--images", str(small_frames[0])]
     assert bench.main(["--preset", "camvid", "--weights-dir", str(weights_dir), "--quiet", *images, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_grid_mode_writes_the_timings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "grid.json"
+    assert bench.main(["--mode", "grid", "--size", "256x128", "--grid-range", "10", "--repeats", "5",
+                       "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    for key in ("first_ms", "median_ms", "p95_ms", "points_median_ms", "grid_cells", "mask_size"):
+        assert key in rec, key
+    assert rec["mask_size"] == [256, 128] and rec["grid_cells"] == [200, 200]
+    assert rec["seen_cells"] > 0
+    assert "per frame after the first" in capsys.readouterr().out

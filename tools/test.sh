@@ -8,6 +8,8 @@ source tools/setup_venv.sh
 VENV=${ESPNET_ROS_VENV:-.venv}
 export ESPNET_ROS_WEIGHTS_DIR=$(realpath "${ESPNET_ROS_WEIGHTS_DIR:-../shared/espnet/weights}")
 export ESPNET_ROS_SAMPLES_DIR=$(realpath "${ESPNET_ROS_SAMPLES_DIR:-../shared/espnet/samples}")
+# compiled CPU artifacts of the tests stay in the checkout (git-ignored), not in the user's cache
+export ESPNET_ROS_CACHE_DIR=$(realpath -m "${ESPNET_ROS_CACHE_DIR:-.cache/compiled}")
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}
 echo "== ruff"

@@ -61,6 +61,8 @@ class BaselinePipeline:
         weights_dir, weights_file: where the verified weights are (see :func:`build_model`).
         network_size: network input ``(width, height)``; default the preset's native size.
         model: an already built network for ``preset`` (shared with a fast path to save the load).
+        device: where the network runs (the upstream recipe on a GPU: host preprocessing, upload, eager fp32,
+            ``argmax``, download, host resize); the model is moved there.
     """
 
     def __init__(
@@ -71,14 +73,18 @@ class BaselinePipeline:
         weights_file: str | os.PathLike[str] | None = None,
         network_size: tuple[int, int] | None = None,
         model: torch.nn.Module | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.preset = get_preset(preset)
         self.input_size: tuple[int, int] = tuple(network_size) if network_size else self.preset.input_size  # type: ignore[assignment]
-        self.model = (model if model is not None else build_model(self.preset, weights_dir, weights_file)).eval()
+        self.device = torch.device(device)
+        net = model if model is not None else build_model(self.preset, weights_dir, weights_file)
+        self.model = net.eval().to(self.device)
 
     def preprocess(self, image_bgr: npt.NDArray[np.uint8]) -> torch.Tensor:
         """``(H, W, 3) uint8 BGR`` → network input ``(1, 3, h, w) float32`` NCHW, by the numpy recipe."""
-        return torch.from_numpy(self.preset.preprocessing.apply_numpy(image_bgr, self.input_size)).unsqueeze(0)
+        x = torch.from_numpy(self.preset.preprocessing.apply_numpy(image_bgr, self.input_size)).unsqueeze(0)
+        return x.to(self.device)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The eager fp32 network on a preprocessed batch; logits at the network input resolution."""
@@ -91,7 +97,7 @@ class BaselinePipeline:
     def network_labels(self, image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """Class ids ``(h, w) uint8`` at the network resolution."""
         logits = self.logits(self.preprocess(image_bgr))
-        return np.asarray(logits[0].argmax(0).numpy(), dtype=np.uint8)
+        return np.asarray(logits[0].argmax(0).cpu().numpy(), dtype=np.uint8)
 
     def __call__(self, image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """Class ids ``(H, W) uint8`` at the camera resolution of ``image_bgr``."""
