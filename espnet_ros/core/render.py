@@ -269,8 +269,6 @@ class Renderer:
             None if boundary_rgb is None else self._ordered(_check_color(boundary_rgb, "boundary_rgb"))
         )
         self._lut3 = _palette_lut(self.palette)
-        self._tint = _tint_matrix(self._drivable_color, self.drivable_alpha)
-        self._kernel = _kernel(self.boundary_width)
         self._buffers: dict[tuple[str, tuple[int, ...]], U8] = {}
 
     def _ordered(self, rgb: Color) -> Color:
@@ -284,8 +282,6 @@ class Renderer:
             for k in [k for k in self._buffers if k[0] == name]:
                 del self._buffers[k]
             buf = np.empty(shape, np.uint8)
-            if name == "solid" and self._boundary_color is not None:
-                buf[:] = self._boundary_color
             self._buffers[key] = buf
         return buf
 
@@ -323,17 +319,8 @@ class Renderer:
             ids = _check_ids(class_ids)
             mask = self.drivable_mask(ids, out=self._buffer("mask", ids.shape))
         m = _check_ids(mask)
-        img = _check_image(image, m.shape)
-        _check_out(out, img.shape)
-        if out is not None and np.may_share_memory(out, img):
-            raise ValueError("out must not share memory with image (the tint is computed from the unchanged image)")
-        if out is None:
-            out = img.copy()
-        else:
-            np.copyto(out, img)
-        tinted = cv2.transform(img, self._tint, dst=self._buffer("tint", img.shape))
-        cv2.copyTo(tinted, m, out)
-        if self._boundary_color is not None:
-            edge = cv2.morphologyEx(m, cv2.MORPH_GRADIENT, self._kernel, dst=self._buffer("edge", m.shape))
-            cv2.copyTo(self._buffer("solid", img.shape), edge, out)  # a full-size boundary-colour image
-        return out
+        return drivable_overlay(
+            image, m, color=self._drivable_color, alpha=self.drivable_alpha, boundary_color=self._boundary_color,
+            boundary_width=self.boundary_width, out=out, scratch=self._buffer("tint", (*m.shape, 3)),
+            boundary_buffer=self._buffer("edge", m.shape),
+        )
