@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.validate_topic_name import validate_topic_name
 
+from espnet_ros.core.accel import BACKENDS
 from espnet_ros.core.errors import EspnetRosError, WeightsError
 from espnet_ros.core.geometry import CameraPose, GeometryError, GridSpec
 from espnet_ros.core.labels import UnknownClassError
@@ -188,6 +189,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True, int_range=(0, 256),
     ),
     ParamSpec(
+        "backend", "auto", ParameterType.PARAMETER_STRING,
+        "CPU inference backend: auto (the fastest exact path measured: the network compiled ahead of time on first "
+        "use and cached, else fused), eager (the network as written), fused, compiled or onnxruntime. Every "
+        "backend gives the same labels; $ESPNET_ROS_BACKEND overrides auto. On CUDA only auto and eager apply (the GPU pipeline)." + _RESTART,
+        read_only=True, constraints="auto, eager, fused, compiled or onnxruntime",
+    ),
+    ParamSpec(
         "grid_frame", "base_footprint", ParameterType.PARAMETER_STRING,
         "Frame of segmentation/drivable_grid and obstacle_points. Its z = 0 plane is the ground, and it should be "
         "rigidly attached to the camera (base_footprint, not odom or map): the per-pixel ground mapping is built "
@@ -264,6 +272,7 @@ class NodeConfig:
     image_transport: ImageTransport
     cameras: tuple[str, ...]
     num_threads: int
+    backend: str = "auto"
     grid_frame: str = "base_footprint"
     grid_resolution: float = 0.1
     grid_range: float = 20.0
@@ -458,6 +467,9 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     threads = v["num_threads"]
     if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
         raise ParameterError(f"parameter num_threads={threads!r}; use an integer in 0..256 (0: torch's default)")
+    backend = _as_str("backend", v["backend"]).strip().lower()
+    if backend not in BACKENDS:
+        raise ParameterError(f"parameter backend={backend!r}; use one of {', '.join(BACKENDS)} (default auto)")
     keys = _class_keys(v["drivable_classes"])
     min_pixels = v["grid_min_pixels"]
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or not 1 <= min_pixels <= 32:
@@ -483,6 +495,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         image_transport=transport,  # type: ignore[arg-type]
         cameras=_cameras(v["cameras"]),
         num_threads=int(threads),
+        backend=backend,
         grid_frame=_grid_frame(v["grid_frame"]),
         grid_resolution=grid_resolution,
         grid_range=grid_range,

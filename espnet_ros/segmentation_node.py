@@ -255,6 +255,7 @@ class SegmentationNode(Node):
                 device=self._config.device,
                 output_size="input" if self._config.output_resolution == "camera" else "network",
                 num_threads=self._config.num_threads or None,
+                backend=self._config.backend,
             )
         except BaseException:
             self.destroy_node()

@@ -71,6 +71,7 @@ def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
         ({"cameras": ["/a/image", "/a/image"]}, ["more than once"]),
         ({"cameras": ["/a/ima ge"]}, ["invalid topic name"]),
         ({"num_threads": -1}, ["num_threads"]),
+        ({"backend": "tensorrt"}, ["backend='tensorrt'", "onnxruntime"]),
         ({"colour": "blue"}, ["unknown parameter", "colour"]),
     ],
 )

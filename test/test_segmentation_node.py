@@ -377,3 +377,12 @@ def test_camera_level_rules() -> None:
     stats.processed, stats.received = 2, 6
     assert camera_level(stats.snapshot(1.0), previous, 3.0) == (0, "ok")
     assert camera_level(stats.snapshot(10.0), stats.snapshot(10.0), 3.0)[0] == 1  # stalled
+
+
+def test_backend_parameter_reaches_the_segmenter(ros_context: Context) -> None:
+    h = Harness(ros_context, {"preset": "camvid", "backend": "fused"}, subscribe=("class_mask",))
+    try:
+        assert h.node.config.backend == "fused"
+        assert h.node.segmenter.backend == "fused"
+    finally:
+        h.close()
