@@ -192,7 +192,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "backend", "auto", ParameterType.PARAMETER_STRING,
         "CPU inference backend: auto (the fastest exact path measured: the network compiled ahead of time on first "
         "use and cached, else fused), eager (the network as written), fused, compiled or onnxruntime. Every "
-        "backend gives the same labels; $ESPNET_ROS_BACKEND overrides auto. On CUDA only auto and eager apply (the GPU pipeline)." + _RESTART,
+        "backend gives the same labels; $ESPNET_ROS_BACKEND overrides auto. On CUDA only auto and eager apply "
+        "(the GPU pipeline)." + _RESTART,
         read_only=True, constraints="auto, eager, fused, compiled or onnxruntime",
     ),
     ParamSpec(
