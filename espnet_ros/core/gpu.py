@@ -26,7 +26,7 @@ from torch import nn
 
 from espnet_ros.core.weights import WeightsPreset
 
-__all__ = ["GpuPipeline", "GraphKey", "PipelineOutput"]
+__all__ = ["GpuPipeline", "GraphKey", "PipelineOutput", "confidence_u8"]
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ class _Plan:
     host_out: list[torch.Tensor] = field(default_factory=list)
     host_conf: list[torch.Tensor] = field(default_factory=list)
     graph: torch.cuda.CUDAGraph | None = None
+
+
+def confidence_u8(logits: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """Max softmax probability over dim 1 as uint8 0..255, from logits and their max: ``255 / sum(exp(l - max))``."""
+    return (255.0 / torch.exp(logits - best.unsqueeze(1)).sum(1)).round_().to(torch.uint8)
 
 
 def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
@@ -200,8 +205,7 @@ class GpuPipeline:
         ids8 = ids.to(torch.uint8)
         conf8 = None
         if key.confidence:
-            lf = logits.float()
-            conf8 = (255.0 / torch.exp(lf - best.float().unsqueeze(1)).sum(1)).round_().to(torch.uint8)
+            conf8 = confidence_u8(logits.float(), best.float())
         h, w = int(ids8.shape[1]), int(ids8.shape[2])
         outs, confs = [], []
         for i, (ow, oh) in enumerate(key.output_sizes):

@@ -22,11 +22,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
 
 from espnet_ros.core.accel import Backend, BackendError, make_backend, resolve_backend
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
-from espnet_ros.core.gpu import GpuPipeline
+from espnet_ros.core.gpu import GpuPipeline, confidence_u8
 from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
@@ -209,8 +208,6 @@ class Segmenter:
         model = build_model(self.preset, weights_dir, weights_file)
         self._model = model.to(self.device)
         gain, offset = self.preset.preprocessing.affine()
-        self._gain_bgr = torch.from_numpy(gain).to(self.device).view(1, 3, 1, 1)
-        self._offset_bgr = torch.from_numpy(offset).to(self.device).view(1, 3, 1, 1)
         self._gain_hwc = torch.from_numpy(gain)
         self._offset_hwc = torch.from_numpy(offset)
         self.forward_batch_sizes: Counter[int] = Counter()
@@ -230,36 +227,21 @@ class Segmenter:
         """The underlying network (eval mode)."""
         return self._model
 
+    def _cpu_backend(self) -> Backend:
+        if self._cpu is None:
+            raise RuntimeError(f"preprocess/forward are the CPU path; on {self.device} use segment or segment_batch")
+        return self._cpu
+
     def preprocess(
         self, images: Sequence[npt.NDArray[np.uint8]], color_orders: Sequence[ColorOrder]
     ) -> torch.Tensor:
-        """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels) on the device.
+        """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels), on the CPU.
 
-        On the CPU the batch is channels-last: each frame is converted to float once, resized with OpenCV's
-        bilinear filter (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through
-        the per-channel affine map straight into its slot of the batch.
+        The batch is channels-last: each frame is converted to float once, resized with OpenCV's bilinear filter
+        (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through the per-channel
+        affine map straight into its slot of the batch. (On CUDA, :class:`GpuPipeline` does all of this.)
         """
-        if self.device.type == "cpu":
-            return self._preprocess_cpu(images, color_orders)
-        w, h = self.input_size
-        planes = []
-        for img, order in zip(images, color_orders, strict=True):
-            t = torch.from_numpy(img).to(self.device).permute(2, 0, 1).unsqueeze(0)
-            if order == "rgb":
-                t = t.flip(1)
-            t = t.float()
-            ih, iw = img.shape[:2]
-            if (iw, ih) == (2 * w, 2 * h):
-                t = F.avg_pool2d(t, 2)  # bilinear, half-pixel centres, exact for a factor of 2
-            elif (iw, ih) != (w, h):
-                t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
-            planes.append(t)
-        x = torch.cat(planes, 0) if len(planes) > 1 else planes[0]
-        return (x * self._gain_bgr + self._offset_bgr).contiguous()
-
-    def _preprocess_cpu(
-        self, images: Sequence[npt.NDArray[np.uint8]], color_orders: Sequence[ColorOrder]
-    ) -> torch.Tensor:
+        self._cpu_backend()
         w, h = self.input_size
         batch = torch.empty((len(images), h, w, 3), dtype=torch.float32)
         for i, (img, order) in enumerate(zip(images, color_orders, strict=True)):
@@ -274,20 +256,15 @@ class Segmenter:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return logits at the network input resolution."""
+        backend = self._cpu_backend()
         self.forward_batch_sizes[int(x.shape[0])] += 1
-        if self._cpu is not None:
-            return self._cpu.logits(x)
-        logits = self._model(x)
-        if self.preset.output_stride != 1:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
+        return backend.logits(x)
 
     def forward_labels(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return ``(N, h, w) uint8`` class ids at the network resolution."""
-        if self._cpu is None:
-            return self.forward(x).max(1)[1].to(torch.uint8)
+        backend = self._cpu_backend()
         self.forward_batch_sizes[int(x.shape[0])] += 1
-        return self._cpu.labels(x)
+        return backend.labels(x)
 
     def segment(
         self,
@@ -339,8 +316,7 @@ class Segmenter:
             if confidence:
                 logits = self.forward(x)
                 best, ids = logits.max(1)
-                # max softmax probability = 1 / sum(exp(l - max))
-                conf = (255.0 / torch.exp(logits - best.unsqueeze(1)).sum(1)).round_().to(torch.uint8).cpu().numpy()
+                conf = confidence_u8(logits, best).numpy()
                 ids = ids.to(torch.uint8)
             else:
                 ids = self.forward_labels(x)
