@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from espnet_ros.bench import _pct
 from espnet_ros.core.baseline import BaselinePipeline
 from espnet_ros.core.gpu import GpuPipeline
 from espnet_ros.core.segmenter import Segmenter
@@ -48,11 +49,6 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int, device: torch.d
         _sync(device)
         times.append((time.perf_counter() - t0) * 1000.0)
     return times
-
-
-def _p(values: Sequence[float], q: float) -> float:
-    s = sorted(values)
-    return float(s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))])
 
 
 def _model_fps(net: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, graphs: bool) -> float:
@@ -143,7 +139,7 @@ def run_cuda_bench(
     rec.update(
         baseline_ms=statistics.median(base_t),
         fast_ms=statistics.median(fast_t),
-        fast_p95_ms=_p(fast_t, 0.95),
+        fast_p95_ms=_pct(fast_t, 0.95),
     )
     rec["speedup"] = rec["baseline_ms"] / rec["fast_ms"]
     say("label agreement")
