@@ -12,6 +12,7 @@ logic is tested on machines without a GPU. It knows nothing of ROS.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from torch import nn
 
 from espnet_ros.core.weights import WeightsPreset
 
-__all__ = ["GpuPipeline", "GraphKey", "PipelineOutput", "confidence_u8"]
+__all__ = ["GpuPipeline", "GraphKey", "PipelineOutput", "confidence_u8", "nearest_indices"]
 
 _log = logging.getLogger(__name__)
 
@@ -82,10 +83,12 @@ def confidence_u8(logits: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
     return (255.0 / torch.exp(logits - best.unsqueeze(1)).sum(1)).round_().to(torch.uint8)
 
 
-def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
-    """Source index per destination index, pixel centres aligned (as :func:`segmenter.resize_labels`)."""
-    idx = np.floor((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst)).astype(np.int64)
-    return torch.from_numpy(idx).to(device)
+@functools.lru_cache(maxsize=32)
+def nearest_indices(src: int, dst: int) -> npt.NDArray[np.intp]:
+    """Source index of each destination index for a nearest resize with pixel centres aligned (read-only)."""
+    idx = np.floor((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst)).astype(np.intp)
+    idx.setflags(write=False)
+    return idx
 
 
 class GpuPipeline:
@@ -168,7 +171,7 @@ class GpuPipeline:
         k = (src, dst)
         idx = self._index_cache.get(k)
         if idx is None:
-            idx = _nearest_index(src, dst, self.device)
+            idx = torch.from_numpy(nearest_indices(src, dst).astype(np.int64)).to(self.device)
             self._index_cache[k] = idx
         return idx
 

@@ -10,7 +10,6 @@ aligned, so that mask pixel ``(r, c)`` describes camera pixel ``(r, c)``. It kno
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections import Counter
@@ -25,7 +24,7 @@ import torch
 
 from espnet_ros.core.accel import Backend, BackendError, make_backend, resolve_backend
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
-from espnet_ros.core.gpu import GpuPipeline, confidence_u8
+from espnet_ros.core.gpu import GpuPipeline, confidence_u8, nearest_indices
 from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
@@ -130,14 +129,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-@functools.lru_cache(maxsize=32)
-def _nearest_indices(src: int, dst: int) -> npt.NDArray[np.intp]:
-    """Source index of each destination index for a nearest resize with pixel centres aligned."""
-    idx = np.floor((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst)).astype(np.intp)
-    idx.setflags(write=False)
-    return idx
-
-
 def resize_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
     """Nearest-neighbour resize of a ``(h, w) uint8`` map to ``size`` = ``(width, height)``, pixel centres aligned.
 
@@ -151,8 +142,8 @@ def resize_labels(labels: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.N
         return labels
     if width % w == 0 and height % h == 0:
         return np.asarray(cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST_EXACT), np.uint8)
-    rows = labels.take(_nearest_indices(h, height), axis=0)
-    return rows.take(_nearest_indices(w, width), axis=1)
+    rows = labels.take(nearest_indices(h, height), axis=0)
+    return rows.take(nearest_indices(w, width), axis=1)
 
 
 class Segmenter:
