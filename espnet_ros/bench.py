@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from espnet_ros.core.baseline import BaselinePipeline, colorize_numpy, overlay_numpy
 from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY
 
 __all__ = ["BenchError", "format_table", "main", "measure_camvid", "measure_model", "measure_pipeline",
            "publisher_main", "run_ros"]
@@ -406,6 +407,7 @@ def run_ros(
     duration: float,
     max_frame_age: float,
     pipeline_ms: float,
+    max_queue_delay: float | None = None,
     warmup_s: float,
     threads: int | None = None,
     backend: str = "auto",
@@ -501,6 +503,8 @@ def run_ros(
         node_cmd = [sys.executable, "-m", "espnet_ros.segmentation_node", "--ros-args",
                     "-p", f"preset:={preset}", "-p", "device:=cpu", "-p", f"cameras:=[{','.join(topics)}]",
                     "-p", f"max_frame_age:={float(max_frame_age)}", "-p", f"input_qos:={input_qos}"]
+        if max_queue_delay is not None:
+            node_cmd += ["-p", f"max_queue_delay:={float(max_queue_delay)}"]
         if threads:
             node_cmd += ["-p", f"num_threads:={int(threads)}"]
         logs.append(tmp / "node.log")
@@ -602,6 +606,7 @@ def run_ros(
         lat_all += lat
         received, superseded, stale = num("frames received"), num("frames dropped (superseded)"), \
             num("frames dropped (stale)")
+        late = num("frames dropped (late)")
         published = num("frames published")
 
         def ms(key: str, counters: dict[str, str] = counters) -> float:
@@ -613,21 +618,24 @@ def run_ros(
         span = (max(sent[k].values()) - min(sent[k].values())) if len(sent[k]) > 1 else float("nan")
         per_cam.append({
             "topic": topics[k], "frames_sent": count, "frames_seen_by_bench": len(sent[k]),
-            "frames_received_by_node": received, "dropped_superseded": superseded, "dropped_stale": stale,
+            "frames_received_by_node": received, "dropped_superseded": superseded, "dropped_late": late,
+            "dropped_stale": stale,
             "frames_published": published, "frames_answered": len(answered[k]),
             "lost_between_processes": max(0, count - received), "lost_after_node": max(0, published - len(answered[k])),
             "answered_with_unknown_stamp": len(unknown), "e2e_p50_ms": _pct(lat, 0.5), "e2e_p95_ms": _pct(lat, 0.95),
             "node_latency_p50_ms": ms("latency p50 (ms)"), "node_latency_p95_ms": ms("latency p95 (ms)"),
+            "node_queue_wait_p50_ms": ms("queue wait p50 (ms)"),
             "answer_rate_hz": len(answered[k]) / span if span == span and span > 0 else float("nan"),
             "publish_rate_hz": (len(sent[k]) - 1) / span if span == span and span > 0 else float("nan"),
         })
     rss_vals = [v for _, v in rss if v == v]
     rec: dict[str, Any] = {
         "ros_cameras": cameras, "ros_rate_hz": rate, "ros_duration_s": duration, "max_frame_age": max_frame_age,
+        "max_queue_delay": DEFAULT_MAX_QUEUE_DELAY if max_queue_delay is None else max_queue_delay,
         "ros_warmup_s": warmup_s, "fastdds_profile": str(profile) if profile else None,
         "frames_sent": count * cameras,
         "frames_answered": sum(c["frames_answered"] for c in per_cam),
-        "dropped": sum(c["dropped_superseded"] + c["dropped_stale"] for c in per_cam),
+        "dropped": sum(c["dropped_superseded"] + c["dropped_late"] + c["dropped_stale"] for c in per_cam),
         "lost_between_processes": sum(c["lost_between_processes"] for c in per_cam),
         "lost_after_node": sum(c["lost_after_node"] for c in per_cam),
         "stamps_ok": stamps_ok, "answers_with_unknown_stamp": unknown_total,
@@ -639,6 +647,11 @@ def run_ros(
         "rss_series_mb": [[round(t, 1), round(v, 1)] for t, v in rss[:: max(1, len(rss) // 120)]],
         "node_exit_code": node_rc, "player_exit_codes": player_rcs, "per_camera": per_cam,
     }
+    node_status = next((v for n, v in diag.items() if n.endswith(": segmentation")), {})
+    try:
+        rec["node_segment_p50_ms"] = float(node_status.get("segmentation time p50 (ms)", "nan"))
+    except ValueError:
+        rec["node_segment_p50_ms"] = float("nan")
     rec["overhead_p50_ms"] = rec["e2e_p50_ms"] - pipeline_ms
     rec["e2e_p95_bound_ms"] = max_frame_age * 1000.0 + 2.0 * pipeline_ms
     if os.environ.get("ESPNET_ROS_BENCH_KEEP"):
@@ -698,10 +711,11 @@ def format_table(rec: dict[str, Any]) -> str:
         profile = f"profile {Path(rec['fastdds_profile']).name}" if rec["fastdds_profile"] else "Fast DDS defaults"
         rows += [
             ("ros", f"{rec['ros_cameras']} camera(s) x {rec['ros_rate_hz']:g} Hz x {rec['ros_duration_s']:g} s, "
-             f"max_frame_age {rec['max_frame_age']:g} s, {profile}"),
+             f"max_frame_age {rec['max_frame_age']:g} s, max_queue_delay {rec['max_queue_delay']:g} s, {profile}"),
             ("  latency stamp → receipt (ms)", f"p50 {_f(rec['e2e_p50_ms'])}, p95 {_f(rec['e2e_p95_ms'])}, max "
              f"{_f(rec['e2e_max_ms'])} (p95 bound {_f(rec['e2e_p95_bound_ms'])})"),
-            ("  overhead p50 (e2e - pipeline)", f"{_f(rec['overhead_p50_ms'])} ms"),
+            ("  overhead p50 (e2e - pipeline)", f"{_f(rec['overhead_p50_ms'])} ms (segmentation in the node: p50 "
+             f"{_f(rec['node_segment_p50_ms'])} ms)"),
             ("  frames sent / answered", f"{rec['frames_sent']} / {rec['frames_answered']} "
              f"({_f(rec['throughput_hz'])} Hz answered)"),
             ("  dropped by node / lost", f"{rec['dropped']} on purpose; {rec['lost_between_processes']} between "
@@ -711,7 +725,8 @@ def format_table(rec: dict[str, Any]) -> str:
         ]
         for c in rec["per_camera"]:
             rows.append((f"  {c['topic']}", f"sent {c['frames_sent']}, node got {c['frames_received_by_node']}, "
-                         f"superseded {c['dropped_superseded']}, stale {c['dropped_stale']}, answered "
+                         f"superseded {c['dropped_superseded']}, late {c['dropped_late']}, stale {c['dropped_stale']}, "
+                         f"answered "
                          f"{c['frames_answered']} ({_f(c['answer_rate_hz'])} Hz), p50 {_f(c['e2e_p50_ms'])} ms "
                          f"(stamp → node publish {_f(c['node_latency_p50_ms'])} ms)"))
     width = max(len(r[0]) for r in rows)
@@ -753,6 +768,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate", type=float, default=10.0, help="ros: frames per second per camera (default 10)")
     ap.add_argument("--duration", type=float, default=60.0, help="ros: seconds of publishing (default 60)")
     ap.add_argument("--max-frame-age", type=float, default=1.0, help="ros: the node's max_frame_age (default 1.0)")
+    ap.add_argument("--max-queue-delay", type=float, default=None,
+                    help="ros: the node's max_queue_delay (default: the node's, 0.02; negative: never drop "
+                    "late frames)")
     ap.add_argument("--ros-warmup", type=float, default=None,
                     help="ros: seconds after the first answer excluded from latency; RSS start is taken then "
                     "(default min(10, duration/5))")
@@ -829,7 +847,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"ros: {args.cameras} camera(s) at {args.rate:g} Hz for {args.duration:g} s")
         rec.update(run_ros(
             preset=args.preset, frames=frames, cameras=args.cameras, rate=args.rate, duration=args.duration,
-            max_frame_age=args.max_frame_age, pipeline_ms=rec["fast_ms"], warmup_s=warm, threads=args.threads,
+            max_frame_age=args.max_frame_age, max_queue_delay=args.max_queue_delay,
+            pipeline_ms=rec["fast_ms"], warmup_s=warm, threads=args.threads,
             backend=args.backend, weights_dir=args.weights_dir, cache_dir=args.cache_dir,
             fastdds_profile=args.fastdds_profile, input_qos=args.input_qos, quiet=args.quiet,
         ))

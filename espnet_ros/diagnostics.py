@@ -36,8 +36,8 @@ OK, WARN, ERROR = 0, 1, 2
 """Status levels (the values of ``DiagnosticStatus.OK/WARN/ERROR``)."""
 
 _COUNTERS = (
-    "received", "processed", "published", "dropped_superseded", "dropped_stale", "rejected", "publish_errors",
-    "internal_errors", "skipped_no_subscribers",
+    "received", "processed", "published", "dropped_superseded", "dropped_late", "dropped_stale", "rejected",
+    "publish_errors", "internal_errors", "skipped_no_subscribers",
 )
 
 
@@ -110,6 +110,7 @@ class CameraSnapshot:
     processed: int
     published: int
     dropped_superseded: int
+    dropped_late: int
     dropped_stale: int
     rejected: int
     publish_errors: int
@@ -119,6 +120,7 @@ class CameraSnapshot:
     output_hz: float
     latency_p50: float
     latency_p95: float
+    queue_wait_p50: float
     seconds_since_input: float | None
     last_problem: str
 
@@ -132,6 +134,8 @@ class CameraStats:
         processed: frames segmented.
         published: frames for which at least one output was published.
         dropped_superseded: frames replaced in the one-frame slot by a newer one before the worker took them.
+        dropped_late: frames that waited for the busy worker longer than ``max_queue_delay`` while a newer frame
+            of their camera was due (see :mod:`espnet_ros.scheduling`).
         dropped_stale: frames older than ``max_frame_age`` when the worker took them.
         rejected: malformed frames (bad encoding, size, step, data length, corrupted compressed bytes, ...).
         publish_errors: ``publish()`` calls that raised.
@@ -144,6 +148,7 @@ class CameraStats:
     processed: int = 0
     published: int = 0
     dropped_superseded: int = 0
+    dropped_late: int = 0
     dropped_stale: int = 0
     rejected: int = 0
     publish_errors: int = 0
@@ -154,6 +159,7 @@ class CameraStats:
     input_rate: RateMeter = field(default_factory=RateMeter)
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    queue_wait: LatencyWindow = field(default_factory=LatencyWindow)
 
     def snapshot(self, now: float) -> CameraSnapshot:
         """Freeze the counters; ``now`` is the monotonic time used for rates and the time since the last input."""
@@ -164,6 +170,7 @@ class CameraStats:
             output_hz=self.output_rate.rate(now),
             latency_p50=self.latency.p50(),
             latency_p95=self.latency.p95(),
+            queue_wait_p50=self.queue_wait.p50(),
             seconds_since_input=None if self.last_input is None else now - self.last_input,
             last_problem=self.last_problem,
         )
@@ -236,10 +243,12 @@ def build_diagnostic_array(
             ("output rate (Hz)", _fmt(snap.output_hz)),
             ("latency p50 (ms)", _fmt(snap.latency_p50, 1000.0)),
             ("latency p95 (ms)", _fmt(snap.latency_p95, 1000.0)),
+            ("queue wait p50 (ms)", _fmt(snap.queue_wait_p50, 1000.0)),
             ("frames received", snap.received),
             ("frames processed", snap.processed),
             ("frames published", snap.published),
             ("frames dropped (superseded)", snap.dropped_superseded),
+            ("frames dropped (late)", snap.dropped_late),
             ("frames dropped (stale)", snap.dropped_stale),
             ("frames rejected (malformed)", snap.rejected),
             ("publish errors", snap.publish_errors),

@@ -4,10 +4,11 @@ Every parameter is declared once in :data:`PARAMETERS` with a ``ParameterDescrip
 ``read_only`` where a change needs a restart). :func:`config_from_values` turns plain values into a validated
 :class:`NodeConfig` and is pure (tested without a node); :func:`declare_parameters` and :func:`read_config` bind the
 table to an rclpy node; :func:`apply_updates` validates a runtime change of the tunables (``overlay_alpha``,
-``drivable_classes``, ``max_frame_age``, ``stall_timeout``, ``camera_mount``) and returns the new config. The
-ground outputs (``drivable_grid``, ``obstacle_points``) take ``grid_*``, ``camera_pose_source``, ``camera_mount``
-(the camera's BODY frame in ``grid_frame``: x forward, y left, z up; radians, positive pitch looks down) and
-``camera_intrinsics``. Every error is a :class:`ParameterError` that names the parameter, the value and the fix.
+``drivable_classes``, ``max_frame_age``, ``max_queue_delay``, ``stall_timeout``, ``camera_mount``) and returns the
+new config. The ground outputs (``drivable_grid``, ``obstacle_points``) take ``grid_*``, ``camera_pose_source``,
+``camera_mount`` (the camera's BODY frame in ``grid_frame``: x forward, y left, z up; radians, positive pitch looks
+down) and ``camera_intrinsics``. Every error is a :class:`ParameterError` that names the parameter, the value and
+the fix.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from espnet_ros.core.geometry import CameraPose, GeometryError, GridSpec
 from espnet_ros.core.labels import UnknownClassError
 from espnet_ros.core.weights import DEFAULT_PRESET, PRESETS, get_preset
 from espnet_ros.qos import INPUT_QOS_CHOICES, QosError, parse_qos
+from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY
 
 __all__ = [
     "PARAMETERS",
@@ -158,6 +160,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=False, float_range=(0.0, 3600.0),
     ),
     ParamSpec(
+        "max_queue_delay", DEFAULT_MAX_QUEUE_DELAY, ParameterType.PARAMETER_DOUBLE,
+        "Freshness over throughput: a frame of a streaming camera that waited longer than this many seconds for "
+        "the busy worker is dropped (counted as late) and the worker takes that camera's next frame instead, so "
+        "that no answer carries queueing delay. A camera is never skipped twice in a row, and a frame with no "
+        "newer one due (single images, a stopped stream) is always processed. Negative: never drop for waiting "
+        "(the latest frame of each camera is processed however long it waited: highest throughput). Tunable at "
+        "runtime.",
+        read_only=False, float_range=(-1.0, 60.0),
+    ),
+    ParamSpec(
         "stall_timeout", 3.0, ParameterType.PARAMETER_DOUBLE,
         "A camera that has sent no frame for this many seconds is reported as stalled (WARN) in /diagnostics. "
         "Tunable at runtime.",
@@ -281,6 +293,7 @@ class NodeConfig:
     camera_pose_source: PoseSourceName = "parameters"
     camera_mount: tuple[float, float, float, float, float, float] = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
     camera_intrinsics: tuple[float, ...] = ()
+    max_queue_delay: float = DEFAULT_MAX_QUEUE_DELAY
 
     @property
     def grid_spec(self) -> GridSpec:
@@ -504,6 +517,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         camera_pose_source=pose_source,  # type: ignore[arg-type]
         camera_mount=_camera_mount(v["camera_mount"]),
         camera_intrinsics=_camera_intrinsics(v["camera_intrinsics"]),
+        max_queue_delay=_as_float("max_queue_delay", v["max_queue_delay"]),
     )
 
 

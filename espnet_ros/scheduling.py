@@ -4,29 +4,39 @@ Each camera has a one-frame slot (latest frame wins). When the worker is busy, t
 worker then took it, that wait would be added to the answer's latency (with a 2048x1024 frame taking ~130 ms on two
 CPU cores and a camera at 10 Hz, ~50 ms on average). :func:`frame_is_late` decides instead that such a frame is
 *late* — dropped so that the worker takes the camera's next frame the moment it arrives — but only when doing so
-costs nothing but throughput: the camera streams (its measured input rate says a newer frame is due within one
-period of this one), the camera was not skipped for lateness the previous time (so no camera starves, e.g. the
-second of two synchronised cameras), and the wait exceeds ``max_queue_delay`` (negative: never). Pure and driven by
-explicit numbers, so tests feed it values.
+costs nothing but throughput: the camera streams (the median gap between its last arrivals, :func:`frame_period`,
+says a newer frame is due within one period of this one's arrival), the camera was not skipped for lateness the
+previous time (so no camera starves, e.g. the second of two synchronised cameras), and the wait exceeds
+``max_queue_delay`` (negative: never). Pure and driven by explicit numbers, so tests feed it values.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 
-__all__ = ["DEFAULT_MAX_QUEUE_DELAY", "frame_is_late"]
+__all__ = ["DEFAULT_MAX_QUEUE_DELAY", "frame_is_late", "frame_period"]
 
 DEFAULT_MAX_QUEUE_DELAY = 0.02
 """The node's default ``max_queue_delay`` (s): longer than a GPU batch takes, far shorter than a CPU frame."""
 
 
-def frame_is_late(waited: float, max_queue_delay: float, input_hz: float, skipped_last_time: bool) -> bool:
+def frame_period(arrivals: Sequence[float]) -> float | None:
+    """A camera's frame period: the median gap between its last arrivals (seconds), or ``None`` with fewer than 3."""
+    if len(arrivals) < 3:
+        return None
+    gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+    return gaps[len(gaps) // 2]
+
+
+def frame_is_late(waited: float, max_queue_delay: float, period: float | None, skipped_last_time: bool) -> bool:
     """Whether the worker should drop a frame that waited ``waited`` seconds in its slot.
 
     Args:
         waited: seconds from the frame's arrival (as received by the middleware) to now.
         max_queue_delay: the node's parameter; negative disables the rule.
-        input_hz: the camera's measured input rate (0 when it has not streamed recently).
+        period: the camera's frame period from :func:`frame_period` (``None``: not known, not streaming).
         skipped_last_time: the camera's previous frame taken from its slot was dropped as late.
 
     Returns:
@@ -34,6 +44,6 @@ def frame_is_late(waited: float, max_queue_delay: float, input_hz: float, skippe
     """
     if max_queue_delay < 0 or skipped_last_time or not waited > max_queue_delay:
         return False
-    if not (input_hz > 0 and math.isfinite(input_hz)):
-        return False  # a single image or a slow trickle: nothing newer is expected soon
-    return waited < 1.0 / input_hz  # a newer frame is due within the rest of this period
+    if period is None or not (period > 0 and math.isfinite(period)):
+        return False  # a single image or a burst: nothing newer is known to be coming
+    return waited < period  # a newer frame is due within one period of this one's arrival

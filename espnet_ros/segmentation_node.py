@@ -2,7 +2,9 @@
 
 This module owns the node's threading and topic layout. Subscription callbacks only put the message into its
 camera's one-frame slot (latest frame wins; a replaced frame is counted as dropped) and wake the worker thread. The
-worker takes the latest frame of every camera at once, drops frames older than ``max_frame_age``, decodes them
+worker takes the latest frame of every camera at once, skips frames that waited for it longer than
+``max_queue_delay`` while a newer one is due (:mod:`espnet_ros.scheduling`), drops frames older than
+``max_frame_age``, decodes them
 (malformed ones are counted and reported per camera, never fatal), segments all good frames in one batched forward
 pass, renders only the outputs that have subscribers and publishes them with the input's header. Per camera with
 image topic ``<ns>/<image>`` (after remapping) the node reads ``<ns>/camera_info`` and publishes under
@@ -23,8 +25,8 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,17 +45,20 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
+from rclpy.subscription import Subscription
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from espnet_ros.core.errors import EspnetRosError, ImageError
 from espnet_ros.core.geometry import CameraModel, CameraPose, GeometryError
+from espnet_ros.core.memory import retain_freed_memory
 from espnet_ros.core.render import Renderer, colorize
 from espnet_ros.core.segmenter import SegmentationResult, Segmenter, validate_image
 from espnet_ros.diagnostics import (
     CameraSnapshot,
     CameraStats,
+    LatencyWindow,
     build_diagnostic_array,
     camera_level,
 )
@@ -77,6 +82,7 @@ from espnet_ros.parameters import (
     read_config,
 )
 from espnet_ros.qos import LATCHED_QOS, OUTPUT_QOS, parse_qos
+from espnet_ros.scheduling import frame_is_late, frame_period
 
 __all__ = [
     "GROUND_OUTPUTS",
@@ -104,6 +110,9 @@ _TF_TIMEOUT_S = 0.05  # how long the worker waits for a transform at the image's
 _GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_built")
 
 _PUBLISH_ERRORS = (RCLError, InvalidHandle)
+_MESSAGE_INFO = hasattr(Subscription, "CallbackType")  # rclpy >= Iron passes MessageInfo to 2-argument callbacks
+_ARRIVALS_KEPT = 9  # arrival times per camera for its frame period (median of the last 8 gaps)
+_MAX_CALLBACK_DELAY_S = 10.0  # a larger gap between reception and callback means the clocks stepped: ignore it
 
 
 class _NoCameraModelError(EspnetRosError):
@@ -203,6 +212,9 @@ class _Camera:
     labels_publisher: Publisher | None = None
     label_info_publisher: Publisher | None = None
     pending: tuple[Image | CompressedImage, float] | None = None
+    """The latest frame and its arrival (monotonic seconds, from the middleware's reception time)."""
+    skipped_late: bool = False
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=_ARRIVALS_KEPT))
     camera_info: CameraInfo | None = None
     last_warning: dict[str, float] = field(default_factory=dict)
     published_outputs: Counter[str] = field(default_factory=Counter)
@@ -241,6 +253,7 @@ class SegmentationNode(Node):
         self._busy = False
         self._worker: threading.Thread | None = None
         self.max_pending_frames = 0
+        self._segment_times = LatencyWindow()
         """High-water mark of frames waiting in the slots (at most one per camera)."""
         try:
             declare_parameters(self)
@@ -288,7 +301,10 @@ class SegmentationNode(Node):
         cam = _Camera(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
         qos: QoSProfile = parse_qos(self._config.input_qos)
         msg_type = CompressedImage if self._config.image_transport == "compressed" else Image
-        self.create_subscription(msg_type, topics.image, lambda m, c=cam: self._on_frame(c, m), qos)
+        if _MESSAGE_INFO:
+            self.create_subscription(msg_type, topics.image, lambda m, i, c=cam: self._on_frame(c, m, i), qos)
+        else:  # rclpy without MessageInfo callbacks (Humble): arrival is the callback's time
+            self.create_subscription(msg_type, topics.image, lambda m, c=cam: self._on_frame(c, m), qos)
         self.create_subscription(CameraInfo, topics.camera_info, lambda m, c=cam: self._on_camera_info(c, m), qos)
         for name in IMAGE_OUTPUTS:
             cam.publishers[name] = self.create_publisher(Image, topics.output(name), OUTPUT_QOS)
@@ -406,12 +422,19 @@ class SegmentationNode(Node):
         raise KeyError(f"no camera {camera!r}; cameras: {', '.join(self.camera_names)}")
 
     # ----------------------------------------------------------------------------------------------- callbacks
-    def _on_frame(self, cam: _Camera, msg: Image | CompressedImage) -> None:
+    def _on_frame(self, cam: _Camera, msg: Image | CompressedImage, info: Mapping[str, Any] | None = None) -> None:
         now = time.monotonic()
+        arrival = now
+        received_ns = info.get("received_timestamp", 0) if info is not None else 0
+        if isinstance(received_ns, int) and received_ns > 0:
+            # The callback can run long after the middleware received the frame (the worker holds the GIL
+            # during inference); the reception time is what the frame's wait counts from.
+            arrival = now - min(max(0.0, (time.time_ns() - received_ns) * 1e-9), _MAX_CALLBACK_DELAY_S)
         with self._wake:
             if cam.pending is not None:
                 cam.stats.dropped_superseded += 1
-            cam.pending = (msg, now)
+            cam.pending = (msg, arrival)
+            cam.arrivals.append(arrival)
             cam.stats.received += 1
             cam.stats.last_input = now
             cam.stats.input_rate.add(now)
@@ -448,12 +471,12 @@ class SegmentationNode(Node):
                     self._wake.wait()
                 if self._stopping or not self.context.ok():
                     return
-                taken = [(c, c.pending) for c in self._cameras if c.pending is not None]
-                for c, _ in taken:
-                    c.pending = None
+                taken = self._take_frames(time.monotonic())
+                if not taken:
+                    continue
                 self._busy = True
             try:
-                self._process([(c, p[0]) for c, p in taken if p is not None])
+                self._process(taken)
             except Exception as exc:  # a bug must not kill the worker: count it, log it, go on
                 text = f"internal error while processing frames: {exc!r}"
                 with self._lock:
@@ -464,6 +487,24 @@ class SegmentationNode(Node):
             finally:
                 with self._lock:
                     self._busy = False
+
+    def _take_frames(self, now: float) -> list[tuple[_Camera, Image | CompressedImage]]:
+        """Empty every slot (lock held): the frames to process; late ones (see :mod:`espnet_ros.scheduling`) dropped."""
+        delay = self._config.max_queue_delay
+        taken = []
+        for c in self._cameras:
+            if c.pending is None:
+                continue
+            msg, arrival = c.pending
+            c.pending = None
+            if frame_is_late(now - arrival, delay, frame_period(c.arrivals), c.skipped_late):
+                c.skipped_late = True
+                c.stats.dropped_late += 1
+                continue
+            c.skipped_late = False
+            c.stats.queue_wait.add(now - arrival)
+            taken.append((c, msg))
+        return taken
 
     def _warn(self, cam: _Camera, kind: str, text: str) -> None:
         """Log a per-frame problem at most once per 5 s per camera and kind."""
@@ -516,11 +557,14 @@ class SegmentationNode(Node):
             frames.append(_Frame(cam, msg, wanted, decoded))
         if not frames:
             return
+        started = time.perf_counter()
         results = self.segmenter.segment_batch(
             [f.decoded.image for f in frames if f.decoded is not None],
             color_order=[f.decoded.color_order for f in frames if f.decoded is not None],
             confidence=any("confidence" in f.wanted for f in frames),
         )
+        with self._lock:
+            self._segment_times.add(time.perf_counter() - started)
         for frame, result in zip(frames, results, strict=True):
             with self._lock:
                 frame.camera.stats.processed += 1
@@ -686,6 +730,7 @@ class SegmentationNode(Node):
                 level, message = camera_level(snap, cam.previous, config.stall_timeout)
                 cam.previous = snap
                 rows.append((snap, level, message))
+            segment_p50, segment_p95 = self._segment_times.p50(), self._segment_times.p95()
         sizes = dict(sorted(self.segmenter.forward_batch_sizes.items()))
         summary = {
             "device": str(self.segmenter.device),
@@ -693,7 +738,10 @@ class SegmentationNode(Node):
             "output resolution": config.output_resolution,
             "cameras": len(self._cameras),
             "forward passes by batch size": ", ".join(f"{k}: {v}" for k, v in sizes.items()) or "none",
+            "segmentation time p50 (ms)": _fmt_ms(segment_p50),
+            "segmentation time p95 (ms)": _fmt_ms(segment_p95),
             "max frame age (s)": config.max_frame_age,
+            "max queue delay (s)": config.max_queue_delay,
             "input qos": config.input_qos,
             "image transport": config.image_transport,
             "grid frame": config.grid_frame,
@@ -715,12 +763,19 @@ class SegmentationNode(Node):
             self.get_logger().warning(f"publishing /diagnostics failed: {exc}", throttle_duration_sec=_WARN_PERIOD_S)
 
 
+def _fmt_ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000.0:.1f}"
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Run the node until Ctrl-C or shutdown; exit 1 with one clear message when its configuration is unusable."""
+    heap_tuned = retain_freed_memory()  # before any thread starts: see espnet_ros.core.memory
     rclpy.init(args=None if args is None else list(args))
     node: SegmentationNode | None = None
     try:
         node = SegmentationNode()
+        node.get_logger().info("heap: freed memory kept for reuse" if heap_tuned else
+                               "heap: C library defaults (ESPNET_ROS_MALLOC_TUNING=0 or no glibc mallopt)")
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

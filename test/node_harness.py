@@ -66,8 +66,10 @@ class Harness:
         subscribe: Iterable[str] = ALL_OUTPUTS,
         namespace: str | None = None,
     ) -> None:
+        # Tests send frames at arbitrary moments: no frame is dropped for its age or for waiting unless a test
+        # asks for it (test_node_load covers both rules).
         params = {"device": "cpu", "num_threads": 1, "weights_dir": str(WEIGHTS_DIR), "input_qos": "reliable:10",
-                  "max_frame_age": 30.0}
+                  "max_frame_age": 30.0, "max_queue_delay": -1.0}
         params.update(overrides or {})
         kwargs: dict[str, Any] = {"context": context,
                                   "parameter_overrides": [Parameter(k, value=v) for k, v in params.items()]}
@@ -130,9 +132,10 @@ class Harness:
         return self.received[self.node.camera_topics_of(camera).output(output)]
 
     def handled(self, camera: int = 0) -> int:
-        """Frames of a camera the worker has finished with (segmented, rejected, stale or skipped)."""
+        """Frames of a camera the worker has finished with (segmented, rejected, late, stale or skipped)."""
         s = self.node.stats(camera)
-        return s.processed + s.rejected + s.dropped_stale + s.skipped_no_subscribers + s.internal_errors
+        return (s.processed + s.rejected + s.dropped_late + s.dropped_stale + s.skipped_no_subscribers
+                + s.internal_errors)
 
     def close(self) -> None:
         """Destroy both nodes and the executor."""

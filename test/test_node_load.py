@@ -1,6 +1,9 @@
-"""Overload and stale frames: latest frame wins, stale frames are dropped, nothing queues without bound."""
+"""Overload, late and stale frames: latest frame wins, frames that waited for the busy worker are dropped as late
+while a newer one is due, stale frames are dropped, nothing queues without bound."""
 
 from __future__ import annotations
+
+import time
 
 from node_harness import Harness, textured
 from rclpy.context import Context
@@ -38,7 +41,7 @@ def test_frames_faster_than_inference_keep_only_the_latest(ros_context: Context)
         for i in range(len(cams)):
             s = h.node.stats(i)
             assert 0 < s.received <= sent
-            assert s.processed + s.dropped_superseded + s.dropped_stale + s.rejected == s.received, s
+            assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
             assert s.processed == len(h.on(i, "class_mask"))
             assert s.dropped_superseded > s.received // 2, s  # most frames were replaced by newer ones
             stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in h.on(i, "class_mask")]
@@ -67,5 +70,55 @@ def test_stale_frames_are_dropped_unless_the_check_is_off(ros_context: Context) 
         h.send("/image", encode_image(frame, "bgr8", old))
         assert h.spin_until(lambda: len(h.on(0, "class_mask")) == 2)
         assert h.on(0, "class_mask")[1].header == old and h.node.stats().dropped_stale == 3
+    finally:
+        h.close()
+
+
+def _stream(h: Harness, frame: object, rate: float, seconds: float) -> None:
+    """Publish ``frame`` on /image at ``rate`` Hz for ``seconds``, spinning the executor between frames."""
+    period = 1.0 / rate
+    t0 = time.monotonic()
+    for i in range(int(rate * seconds)):
+        while time.monotonic() < t0 + i * period:
+            h.executor.spin_once(timeout_sec=0.002)
+        h.send("/image", encode_image(frame, "bgr8", h.header()))
+    assert h.spin_until(lambda: h.node.idle() and h.node.pending_frames() == 0)
+
+
+def test_frames_that_waited_for_the_busy_worker_are_dropped_as_late(ros_context: Context) -> None:
+    # CamVid at 480x360 on one thread takes longer than the 20 ms between frames, so frames wait for the worker.
+    h = Harness(ros_context, {"preset": "camvid", "max_queue_delay": 0.0}, subscribe=("class_mask",))
+    try:
+        h.wait_connected()
+        frame = textured(360, 480)
+        _stream(h, frame, rate=50.0, seconds=1.5)
+        s = h.node.stats()
+        assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
+        assert s.dropped_late > 0 and s.processed > 0, s
+        assert s.processed == len(h.on(0, "class_mask"))
+        stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in h.on(0, "class_mask")]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+        # The rule off: the latest frame is taken however long it waited, nothing is late.
+        assert h.node.set_parameters([Parameter("max_queue_delay", value=-1.0)])[0].successful
+        late_before = s.dropped_late
+        _stream(h, frame, rate=50.0, seconds=1.0)
+        s = h.node.stats()
+        assert s.dropped_late == late_before, s
+        assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
+    finally:
+        h.close()
+
+
+def test_a_single_frame_sent_while_the_worker_is_busy_is_still_answered(ros_context: Context) -> None:
+    h = Harness(ros_context, {"preset": "camvid", "max_queue_delay": 0.0}, subscribe=("class_mask",))
+    try:
+        h.wait_connected()
+        # Two frames back to back: the second waits for the first, but no newer frame is due (no stream).
+        first, second = h.header(), h.header()
+        h.send("/image", encode_image(textured(360, 480), "bgr8", first))
+        h.send("/image", encode_image(textured(360, 480), "bgr8", second))
+        assert h.spin_until(lambda: bool(h.on(0, "class_mask")) and h.on(0, "class_mask")[-1].header == second)
+        assert h.node.stats().dropped_late == 0
     finally:
         h.close()

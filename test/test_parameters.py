@@ -42,12 +42,13 @@ def test_defaults_work_on_a_cpu_machine() -> None:
 def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
     names = [p.name for p in PARAMETERS]
     assert len(names) == len(set(names))
-    assert set(TUNABLE) == {"overlay_alpha", "drivable_classes", "max_frame_age", "stall_timeout", "camera_mount"}
+    assert set(TUNABLE) == {"overlay_alpha", "drivable_classes", "max_frame_age", "max_queue_delay", "stall_timeout",
+                            "camera_mount"}
     for p in PARAMETERS:
         d = p.descriptor()
         assert d.name == p.name and len(d.description) > 30
         assert d.read_only == (p.name not in TUNABLE)
-        if p.name in ("overlay_alpha", "max_frame_age", "stall_timeout"):
+        if p.name in ("overlay_alpha", "max_frame_age", "max_queue_delay", "stall_timeout"):
             assert d.type == ParameterType.PARAMETER_DOUBLE and len(d.floating_point_range) == 1
     alpha = next(p for p in PARAMETERS if p.name == "overlay_alpha").descriptor().floating_point_range[0]
     assert (alpha.from_value, alpha.to_value) == (0.0, 1.0)
@@ -62,6 +63,7 @@ def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
         ({"overlay_alpha": -0.1}, ["overlay_alpha=-0.1", "[0.0, 1.0]"]),
         ({"overlay_alpha": "high"}, ["overlay_alpha='high'", "number"]),
         ({"max_frame_age": 1e9}, ["max_frame_age"]),
+        ({"max_queue_delay": -2.0}, ["max_queue_delay=-2.0", "[-1.0, 60.0]"]),
         ({"drivable_classes": ["road", "lava"]}, ["lava", "valid names"]),
         ({"drivable_classes": [42]}, ["42", "0..19"]),
         ({"input_qos": "reliable:0"}, ["depth 0"]),
@@ -91,8 +93,10 @@ def test_drivable_classes_accept_names_ids_and_strings() -> None:
 
 def test_runtime_updates_validate_and_refuse_read_only() -> None:
     c = config_from_values({"preset": "camvid"})
-    new = apply_updates(c, {"overlay_alpha": 0.25, "drivable_classes": ["Pavement"], "max_frame_age": 0.0})
-    assert (new.overlay_alpha, new.drivable_ids, new.max_frame_age) == (0.25, (4,), 0.0)
+    assert c.max_queue_delay == 0.02
+    new = apply_updates(c, {"overlay_alpha": 0.25, "drivable_classes": ["Pavement"], "max_frame_age": 0.0,
+                            "max_queue_delay": -1.0})
+    assert (new.overlay_alpha, new.drivable_ids, new.max_frame_age, new.max_queue_delay) == (0.25, (4,), 0.0, -1.0)
     assert c.overlay_alpha == 0.5  # frozen: the old config is unchanged
     with pytest.raises(ParameterError, match=r"read-only.*restart"):
         apply_updates(c, {"preset": "cityscapes"})
