@@ -105,6 +105,9 @@ def test_ros_mode_accounts_for_every_frame(weights_dir: Path, small_frames: list
     for cam in rec["per_camera"]:
         assert cam["frames_answered"] >= 1
         assert cam["frames_received_by_node"] == cam["frames_sent"]
+        assert cam["dropped_late"] >= 0 and cam["node_queue_wait_p50_ms"] >= 0
+    assert rec["max_queue_delay"] == 0.02
+    assert rec["node_segment_p50_ms"] > 0  # the node's own segmentation time, from /diagnostics
     assert rec["rss_start_mb"] > 0 and rec["rss_end_mb"] > 0
     assert np.isfinite(rec["e2e_p50_ms"]) and rec["e2e_p95_ms"] >= rec["e2e_p50_ms"]
     assert rec["overhead_p50_ms"] == pytest.approx(rec["e2e_p50_ms"] - rec["fast_ms"])
