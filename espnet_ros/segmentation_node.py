@@ -4,18 +4,17 @@ This module owns the node's threading and topic layout. Subscription callbacks o
 camera's one-frame slot (latest frame wins; a replaced frame is counted as dropped) and wake the worker thread. The
 worker takes the latest frame of every camera at once, skips frames that waited for it longer than
 ``max_queue_delay`` while a newer one is due (:mod:`espnet_ros.scheduling`), drops frames older than
-``max_frame_age``, decodes them
-(malformed ones are counted and reported per camera, never fatal), segments all good frames in one batched forward
-pass, renders only the outputs that have subscribers and publishes them with the input's header. Per camera with
-image topic ``<ns>/<image>`` (after remapping) the node reads ``<ns>/camera_info`` and publishes under
-``<ns>/segmentation/``: ``class_mask`` (mono8 class ids), ``confidence`` (mono8), ``color_mask`` (rgb8),
-``overlay`` (bgr8), ``drivable_mask`` (mono8 0/255), ``drivable_overlay`` (bgr8), ``camera_info`` (scaled to the
-masks), the ground outputs ``drivable_grid`` (nav_msgs/OccupancyGrid) and ``obstacle_points`` (sensor_msgs/PointCloud2)
-in ``grid_frame`` (made by :mod:`espnet_ros.ground_msgs` from the class mask, the camera's latest CameraInfo or the
-``camera_intrinsics`` parameter, and the pose from ``camera_mount`` or TF), and latched ``labels`` (std_msgs/String
-JSON) and ``label_info`` (vision_msgs/LabelInfo, where installed). Every output carries the image's stamp; image
-outputs also its frame_id. Health goes to ``/diagnostics`` once a second. Parameters are declared in
-:mod:`espnet_ros.parameters`.
+``max_frame_age``, decodes them (malformed ones are counted and reported per camera, never fatal), segments all good
+frames in one batched forward pass, renders only the outputs that have subscribers and publishes them with the
+input's header. Per camera with image topic ``<ns>/<image>`` (after remapping) the node reads ``<ns>/camera_info``
+and publishes under ``<ns>/segmentation/``: ``class_mask`` (mono8 class ids), ``confidence`` (mono8), ``color_mask``
+(rgb8), ``overlay`` (bgr8), ``drivable_mask`` (mono8 0/255), ``drivable_overlay`` (bgr8), ``camera_info`` (scaled to
+the masks), the ground outputs ``drivable_grid`` (nav_msgs/OccupancyGrid) and ``obstacle_points``
+(sensor_msgs/PointCloud2) in ``grid_frame`` (made by :mod:`espnet_ros.ground_msgs` from the class mask, the camera's
+latest CameraInfo or the ``camera_intrinsics`` parameter, and the pose from ``camera_mount`` or TF), and latched
+``labels`` (std_msgs/String JSON) and ``label_info`` (vision_msgs/LabelInfo, where installed). Every output carries
+the image's stamp; image outputs also its frame_id. Health goes to ``/diagnostics`` once a second. Parameters are
+declared in :mod:`espnet_ros.parameters`.
 """
 
 from __future__ import annotations
@@ -253,8 +252,8 @@ class SegmentationNode(Node):
         self._busy = False
         self._worker: threading.Thread | None = None
         self.max_pending_frames = 0
-        self._segment_times = LatencyWindow()
         """High-water mark of frames waiting in the slots (at most one per camera)."""
+        self._segment_times = LatencyWindow()  # seconds per forward pass (guarded by the lock)
         try:
             declare_parameters(self)
             self._config = read_config(self)
