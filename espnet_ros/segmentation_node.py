@@ -111,7 +111,7 @@ _GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_buil
 _PUBLISH_ERRORS = (RCLError, InvalidHandle)
 _MESSAGE_INFO = hasattr(Subscription, "CallbackType")  # rclpy >= Iron passes MessageInfo to 2-argument callbacks
 _ARRIVALS_KEPT = 9  # arrival times per camera for its frame period (median of the last 8 gaps)
-_MAX_CALLBACK_DELAY_S = 10.0  # a larger gap between reception and callback means the clocks stepped: ignore it
+_MAX_CALLBACK_DELAY_S = 10.0  # a gap outside [0, 10 s] between reception and callback: the clock stepped, ignore it
 
 
 class _NoCameraModelError(EspnetRosError):
@@ -427,8 +427,10 @@ class SegmentationNode(Node):
         received_ns = info.get("received_timestamp", 0) if info is not None else 0
         if isinstance(received_ns, int) and received_ns > 0:
             # The callback can run long after the middleware received the frame (the worker holds the GIL
-            # during inference); the reception time is what the frame's wait counts from.
-            arrival = now - min(max(0.0, (time.time_ns() - received_ns) * 1e-9), _MAX_CALLBACK_DELAY_S)
+            # during inference); the reception time (system clock) is what the frame's wait counts from.
+            delay = (time.time_ns() - received_ns) * 1e-9
+            if 0.0 <= delay <= _MAX_CALLBACK_DELAY_S:
+                arrival = now - delay
         with self._wake:
             if cam.pending is not None:
                 cam.stats.dropped_superseded += 1

@@ -122,3 +122,23 @@ def test_a_single_frame_sent_while_the_worker_is_busy_is_still_answered(ros_cont
         assert h.node.stats().dropped_late == 0
     finally:
         h.close()
+
+
+def test_a_frame_waits_from_its_reception_time_not_from_its_callback(ros_context: Context) -> None:
+    h = Harness(ros_context, {"preset": "camvid"}, subscribe=())  # no subscriber: frames are taken, then skipped
+    try:
+        cam = h.node._cameras[0]
+        msg = encode_image(textured(36, 48), "bgr8", h.header())
+        for n, (received_ns, expect_wait) in enumerate([
+            (time.time_ns() - 80_000_000, 0.08),  # received 80 ms before the callback ran
+            (time.time_ns() + 5_000_000_000, 0.0),  # "received" in the future: a clock step, ignored
+            (1, 0.0),  # decades ago: ignored
+            (0, 0.0),  # no reception time from the middleware
+        ], start=1):
+            h.node._on_frame(cam, msg, {"received_timestamp": received_ns})
+            assert h.spin_until(lambda n=n: h.node.stats().skipped_no_subscribers == n)
+            with h.node._lock:
+                waited = cam.stats.queue_wait._samples[-1]  # arrival → taken by the worker
+            assert expect_wait <= waited < expect_wait + 0.05, (received_ns, waited)
+    finally:
+        h.close()
