@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +324,14 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _diag_value(values: Mapping[str, str], key: str) -> float:
+    """A number from a /diagnostics key-value list (NaN when missing or not a number, e.g. ``n/a``)."""
+    try:
+        return float(values.get(key, "nan"))
+    except ValueError:
+        return float("nan")
+
+
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -593,10 +601,8 @@ def run_ros(
         counters = diag.get(name, {}) if name else {}
 
         def num(key: str, counters: dict[str, str] = counters) -> int:
-            try:
-                return int(counters.get(key, "0"))
-            except ValueError:
-                return 0
+            value = _diag_value(counters, key)
+            return int(value) if value == value else 0
 
         known = set(sent[k])
         unknown = [s for _, s, fid in answered[k] if s not in known or fid != f"cam{k}"]
@@ -609,12 +615,6 @@ def run_ros(
         late = num("frames dropped (late)")
         published = num("frames published")
 
-        def ms(key: str, counters: dict[str, str] = counters) -> float:
-            try:
-                return float(counters.get(key, "nan"))
-            except ValueError:
-                return float("nan")
-
         span = (max(sent[k].values()) - min(sent[k].values())) if len(sent[k]) > 1 else float("nan")
         per_cam.append({
             "topic": topics[k], "frames_sent": count, "frames_seen_by_bench": len(sent[k]),
@@ -623,8 +623,9 @@ def run_ros(
             "frames_published": published, "frames_answered": len(answered[k]),
             "lost_between_processes": max(0, count - received), "lost_after_node": max(0, published - len(answered[k])),
             "answered_with_unknown_stamp": len(unknown), "e2e_p50_ms": _pct(lat, 0.5), "e2e_p95_ms": _pct(lat, 0.95),
-            "node_latency_p50_ms": ms("latency p50 (ms)"), "node_latency_p95_ms": ms("latency p95 (ms)"),
-            "node_queue_wait_p50_ms": ms("queue wait p50 (ms)"),
+            "node_latency_p50_ms": _diag_value(counters, "latency p50 (ms)"),
+            "node_latency_p95_ms": _diag_value(counters, "latency p95 (ms)"),
+            "node_queue_wait_p50_ms": _diag_value(counters, "queue wait p50 (ms)"),
             "answer_rate_hz": len(answered[k]) / span if span == span and span > 0 else float("nan"),
             "publish_rate_hz": (len(sent[k]) - 1) / span if span == span and span > 0 else float("nan"),
         })
@@ -648,10 +649,7 @@ def run_ros(
         "node_exit_code": node_rc, "player_exit_codes": player_rcs, "per_camera": per_cam,
     }
     node_status = next((v for n, v in diag.items() if n.endswith(": segmentation")), {})
-    try:
-        rec["node_segment_p50_ms"] = float(node_status.get("segmentation time p50 (ms)", "nan"))
-    except ValueError:
-        rec["node_segment_p50_ms"] = float("nan")
+    rec["node_segment_p50_ms"] = _diag_value(node_status, "segmentation time p50 (ms)")
     rec["overhead_p50_ms"] = rec["e2e_p50_ms"] - pipeline_ms
     rec["e2e_p95_bound_ms"] = max_frame_age * 1000.0 + 2.0 * pipeline_ms
     if os.environ.get("ESPNET_ROS_BENCH_KEEP"):

@@ -11,6 +11,7 @@ stale or failed to publish), and :func:`build_diagnostic_array` turns snapshots 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "RateMeter",
     "build_diagnostic_array",
     "camera_level",
+    "fmt_ms",
     "percentile",
 ]
 
@@ -53,6 +55,10 @@ class RateMeter:
     def add(self, t: float) -> None:
         """Record one event at monotonic time ``t`` (seconds)."""
         self._times.append(t)
+
+    def last(self, n: int) -> list[float]:
+        """The last ``n`` remembered timestamps (fewer if fewer are remembered), oldest first."""
+        return list(itertools.islice(reversed(self._times), n))[::-1]
 
     def rate(self, now: float) -> float:
         """Events per second among those within ``window`` of ``now`` (0 with fewer than two such events)."""
@@ -215,6 +221,11 @@ def _fmt(value: float, unit_scale: float = 1.0, digits: int = 1) -> str:
     return "n/a" if math.isnan(value) else f"{value * unit_scale:.{digits}f}"
 
 
+def fmt_ms(seconds: float) -> str:
+    """``seconds`` as milliseconds with one decimal for a diagnostics value (``n/a`` for NaN)."""
+    return _fmt(seconds, 1000.0)
+
+
 def _values(pairs: Iterable[tuple[str, object]]) -> list[KeyValue]:
     return [KeyValue(key=k, value=str(v)) for k, v in pairs]
 
@@ -241,9 +252,9 @@ def build_diagnostic_array(
         st.values = _values([
             ("input rate (Hz)", _fmt(snap.input_hz)),
             ("output rate (Hz)", _fmt(snap.output_hz)),
-            ("latency p50 (ms)", _fmt(snap.latency_p50, 1000.0)),
-            ("latency p95 (ms)", _fmt(snap.latency_p95, 1000.0)),
-            ("queue wait p50 (ms)", _fmt(snap.queue_wait_p50, 1000.0)),
+            ("latency p50 (ms)", fmt_ms(snap.latency_p50)),
+            ("latency p95 (ms)", fmt_ms(snap.latency_p95)),
+            ("queue wait p50 (ms)", fmt_ms(snap.queue_wait_p50)),
             ("frames received", snap.received),
             ("frames processed", snap.processed),
             ("frames published", snap.published),

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +60,7 @@ from espnet_ros.diagnostics import (
     LatencyWindow,
     build_diagnostic_array,
     camera_level,
+    fmt_ms,
 )
 from espnet_ros.ground_msgs import (
     GroundOutputs,
@@ -110,7 +111,7 @@ _GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_buil
 
 _PUBLISH_ERRORS = (RCLError, InvalidHandle)
 _MESSAGE_INFO = hasattr(Subscription, "CallbackType")  # rclpy >= Iron passes MessageInfo to 2-argument callbacks
-_ARRIVALS_KEPT = 9  # arrival times per camera for its frame period (median of the last 8 gaps)
+_PERIOD_ARRIVALS = 9  # arrivals per camera behind its frame period (median of the last 8 gaps)
 _MAX_CALLBACK_DELAY_S = 10.0  # a gap outside [0, 10 s] between reception and callback: the clock stepped, ignore it
 
 
@@ -213,7 +214,6 @@ class _Camera:
     pending: tuple[Image | CompressedImage, float] | None = None
     """The latest frame and its arrival (monotonic seconds, from the middleware's reception time)."""
     skipped_late: bool = False
-    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=_ARRIVALS_KEPT))
     camera_info: CameraInfo | None = None
     last_warning: dict[str, float] = field(default_factory=dict)
     published_outputs: Counter[str] = field(default_factory=Counter)
@@ -435,10 +435,9 @@ class SegmentationNode(Node):
             if cam.pending is not None:
                 cam.stats.dropped_superseded += 1
             cam.pending = (msg, arrival)
-            cam.arrivals.append(arrival)
             cam.stats.received += 1
             cam.stats.last_input = now
-            cam.stats.input_rate.add(now)
+            cam.stats.input_rate.add(arrival)
             pending = sum(c.pending is not None for c in self._cameras)
             self.max_pending_frames = max(self.max_pending_frames, pending)
             self._wake.notify()
@@ -498,7 +497,8 @@ class SegmentationNode(Node):
                 continue
             msg, arrival = c.pending
             c.pending = None
-            if frame_is_late(now - arrival, delay, frame_period(c.arrivals), c.skipped_late):
+            period = frame_period(c.stats.input_rate.last(_PERIOD_ARRIVALS))
+            if frame_is_late(now - arrival, delay, period, c.skipped_late):
                 c.skipped_late = True
                 c.stats.dropped_late += 1
                 continue
@@ -739,8 +739,8 @@ class SegmentationNode(Node):
             "output resolution": config.output_resolution,
             "cameras": len(self._cameras),
             "forward passes by batch size": ", ".join(f"{k}: {v}" for k, v in sizes.items()) or "none",
-            "segmentation time p50 (ms)": _fmt_ms(segment_p50),
-            "segmentation time p95 (ms)": _fmt_ms(segment_p95),
+            "segmentation time p50 (ms)": fmt_ms(segment_p50),
+            "segmentation time p95 (ms)": fmt_ms(segment_p95),
             "max frame age (s)": config.max_frame_age,
             "max queue delay (s)": config.max_queue_delay,
             "input qos": config.input_qos,
@@ -762,10 +762,6 @@ class SegmentationNode(Node):
             self._diagnostics_pub.publish(msg)
         except _PUBLISH_ERRORS as exc:
             self.get_logger().warning(f"publishing /diagnostics failed: {exc}", throttle_duration_sec=_WARN_PERIOD_S)
-
-
-def _fmt_ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000.0:.1f}"
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -4,12 +4,25 @@ while a newer one is due, stale frames are dropped, nothing queues without bound
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from node_harness import Harness, textured
 from rclpy.context import Context
 from rclpy.parameter import Parameter
 
+from espnet_ros.diagnostics import CameraSnapshot
 from espnet_ros.image_codec import encode_image
+
+
+def _accounted(s: CameraSnapshot) -> bool:
+    """Every received frame was processed or dropped (superseded, late, stale) or rejected."""
+    return s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received
+
+
+def _in_order_once(masks: list[Any]) -> bool:
+    """The answers' stamps are in order and none comes twice."""
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in masks]
+    return stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
 
 
 def test_frames_faster_than_inference_keep_only_the_latest(ros_context: Context) -> None:
@@ -41,11 +54,10 @@ def test_frames_faster_than_inference_keep_only_the_latest(ros_context: Context)
         for i in range(len(cams)):
             s = h.node.stats(i)
             assert 0 < s.received <= sent
-            assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
+            assert _accounted(s), s
             assert s.processed == len(h.on(i, "class_mask"))
             assert s.dropped_superseded > s.received // 2, s  # most frames were replaced by newer ones
-            stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in h.on(i, "class_mask")]
-            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # in order, none twice
+            assert _in_order_once(h.on(i, "class_mask"))
         assert max_seen_pending <= len(cams) and h.node.max_pending_frames <= len(cams)
         assert h.node.pending_frames() == 0
     finally:
@@ -96,11 +108,10 @@ def test_frames_that_waited_for_the_busy_worker_are_dropped_as_late(ros_context:
         frame = textured(360, 480)
         _stream(h, frame, rate=50.0, seconds=1.5)
         s = h.node.stats()
-        assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
+        assert _accounted(s), s
         assert s.dropped_late > 0 and s.processed > 0, s
         assert s.processed == len(h.on(0, "class_mask"))
-        stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in h.on(0, "class_mask")]
-        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert _in_order_once(h.on(0, "class_mask"))
 
         # The rule off: the latest frame is taken however long it waited, nothing is late.
         assert h.node.set_parameters([Parameter("max_queue_delay", value=-1.0)])[0].successful
@@ -108,7 +119,7 @@ def test_frames_that_waited_for_the_busy_worker_are_dropped_as_late(ros_context:
         _stream(h, frame, rate=50.0, seconds=1.0)
         s = h.node.stats()
         assert s.dropped_late == late_before, s
-        assert s.processed + s.dropped_superseded + s.dropped_late + s.dropped_stale + s.rejected == s.received, s
+        assert _accounted(s), s
     finally:
         h.close()
 

@@ -16,7 +16,6 @@ possible: the arena limit only holds when it is set before other threads first a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 __all__ = ["MALLOC_TUNING_ENV", "retain_freed_memory"]
@@ -41,8 +40,7 @@ def retain_freed_memory() -> bool:
     if os.environ.get(MALLOC_TUNING_ENV, "1").strip() == "0":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
