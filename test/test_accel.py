@@ -29,6 +29,7 @@ from espnet_ros.core.accel import (
     compiler_available,
     make_backend,
     resolve_backend,
+    trial_in_subprocess,
 )
 from espnet_ros.core.baseline import BaselinePipeline
 from espnet_ros.core.segmenter import Segmenter
@@ -92,6 +93,10 @@ def test_fast_paths_give_the_baseline_labels_on_the_sample_frames(
         pytest.skip("onnxruntime is not installed")
     seg = Segmenter(preset, weights_dir=weights_dir, backend=backend, cache_dir=compiled_cache)
     assert seg.backend == backend
+    if backend == "compiled":  # the package was loaded in a separate process before it was put in place
+        sidecar = ArtifactCache(compiled_cache).paths(ArtifactKey.for_preset("aoti", seg.preset, seg.input_size),
+                                                      ".pt2")[1]
+        assert json.loads(sidecar.read_text())["load_trial"] == "passed"
     base = BaselinePipeline(seg.preset, model=seg.model)
     for frame in _frames_for(preset, sample_frames):
         want = base(frame)
@@ -281,3 +286,60 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path: Path, toy_key: ArtifactK
     blocker.write_text("")
     with pytest.raises(BackendError, match="cannot create the cache directory"):
         _Toy().get(ArtifactCache(blocker / "cache"), toy_key)
+
+
+# Crashes for real in the child: reading address 0 is a segmentation fault.
+_SEGFAULT = "import ctypes; ctypes.string_at(0)"
+
+
+def test_a_load_trial_reports_a_crash_exit_code_and_timeout_in_words() -> None:
+    assert trial_in_subprocess("import sys; assert sys.argv[1:] == ['a', 'b']", "a", "b") is None
+    assert trial_in_subprocess(_SEGFAULT) == "crashed the separate process that loaded it (SIGSEGV)"
+    failed = trial_in_subprocess("raise SystemExit('no such symbol: run_model')")
+    assert failed == "failed to load in a separate process (exit 1): no such symbol: run_model"
+    assert trial_in_subprocess("import time; time.sleep(30)", timeout=1.0) == \
+        "did not load within 1 s in a separate process"
+
+
+def test_an_artifact_that_crashes_its_trial_is_never_put_in_place(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache, toy = ArtifactCache(tmp_path), _Toy()
+    with pytest.raises(BackendError, match=r"crashed the separate process that loaded it \(SIGSEGV\).*'fused'"):
+        cache.load_or_build(toy_key, ".txt", toy.build, toy.load, toy.check,
+                            lambda path: trial_in_subprocess(_SEGFAULT, str(path)))
+    assert toy.loads == 0  # never loaded in this process
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{toy_key.stem()}.lock"]
+    # a trial that passes is recorded; an artifact built without one (an older version) is rebuilt once
+    _, sidecar = cache.paths(toy_key, ".txt")
+    assert toy.get(cache, toy_key) == "42" and "load_trial" not in json.loads(sidecar.read_text())
+
+    def trial(path: Path) -> str | None:
+        return trial_in_subprocess("import pathlib, sys; assert pathlib.Path(sys.argv[1]).read_text() == '42'",
+                                   str(path))
+
+    for _ in range(2):
+        assert cache.load_or_build(toy_key, ".txt", toy.build, toy.load, toy.check, trial) == "42"
+    assert toy.builds == 3 and json.loads(sidecar.read_text())["load_trial"] == "passed"  # crashed, old, trialled
+
+
+def test_auto_falls_back_to_fused_when_compiled_is_unusable(
+    weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not compiler_available():
+        pytest.skip("auto is 'fused' already without a C++ compiler")
+    monkeypatch.delenv(accel.BACKEND_ENV, raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # the cache folder cannot be created under a file
+    p = get_preset("camvid")
+    model = build_model(p, weights_dir)
+    with caplog.at_level("WARNING", logger=accel.__name__):
+        backend = make_backend("auto", model, p, p.input_size, cache=blocker / "cache")
+    assert backend.name == "fused"
+    assert "compiled backend is unusable here (cannot create the cache directory" in caplog.text
+    seg = Segmenter(p, weights_dir=weights_dir, cache_dir=blocker / "cache")
+    assert seg.backend == "fused"  # what runs, not what auto would have liked
+    # asked for by name (argument or environment), the error is the caller's
+    with pytest.raises(BackendError, match="cannot create the cache directory"):
+        make_backend("compiled", model, p, p.input_size, cache=blocker / "cache")
+    monkeypatch.setenv(accel.BACKEND_ENV, "compiled")
+    with pytest.raises(BackendError, match="cannot create the cache directory"):
+        make_backend("auto", model, p, p.input_size, cache=blocker / "cache")

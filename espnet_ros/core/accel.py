@@ -30,6 +30,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -526,6 +529,30 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def trial_in_subprocess(code: str, *args: str, timeout: float = 300.0) -> str | None:
+    """Run ``python -c code args...`` and return ``None`` if it exits 0, else what went wrong, in words.
+
+    Native code (a compiled package's shared library, its loader) can crash the process that loads it. A freshly
+    built artifact is therefore opened first by a throw-away interpreter: a crash there (a signal such as SIGSEGV) is
+    reported as an error instead of taking the node down.
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return f"did not load within {timeout:.0f} s in a separate process"
+    if proc.returncode == 0:
+        return None
+    last = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+    if proc.returncode < 0:
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        return f"crashed the separate process that loaded it ({sig})" + (f": {last}" if last else "")
+    return f"failed to load in a separate process (exit {proc.returncode})" + (f": {last}" if last else "")
+
+
 class ArtifactCache:
     """A folder of built artifacts, each with a JSON sidecar holding its key and sha256.
 
@@ -553,8 +580,8 @@ class ArtifactCache:
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def _valid_sidecar(self, key: ArtifactKey, artifact: Path, sidecar: Path) -> str | None:
-        """``None`` if ``artifact`` is complete and matches ``key``, else why not."""
+    def _valid_sidecar(self, key: ArtifactKey, artifact: Path, sidecar: Path, trialled: bool = False) -> str | None:
+        """``None`` if ``artifact`` is complete and matches ``key`` (and passed its load trial if ``trialled``)."""
         if not artifact.is_file() or not sidecar.is_file():
             return "not built yet"
         try:
@@ -565,6 +592,8 @@ class ArtifactCache:
             return f"sidecar {sidecar.name} describes another build"
         if meta.get("sha256") != _file_sha256(artifact):
             return f"{artifact.name} does not match its recorded sha256 (truncated or modified)"
+        if trialled and meta.get("load_trial") != "passed":
+            return f"{artifact.name} was never loaded in a separate process first (built by an older espnet_ros)"
         return None
 
     @staticmethod
@@ -597,10 +626,14 @@ class ArtifactCache:
         build: Callable[[Path], None],
         load: Callable[[Path], T],
         check: Callable[[T], str | None],
+        trial: Callable[[Path], str | None] | None = None,
     ) -> T:
         """Return the loaded artifact of ``key``, building it with ``build(path)`` first if needed.
 
         ``load(path)`` opens it; ``check(obj)`` returns ``None`` if it computes the right thing, else a reason.
+        ``trial(path)``, if given, opens a freshly built artifact somewhere it cannot hurt this process (see
+        :func:`trial_in_subprocess`) and returns ``None`` or why it failed; only an artifact that passed it is put in
+        place, and the sidecar records that (artifacts without that record are rebuilt).
 
         Raises:
             BackendError: the folder is not writable, or a freshly built artifact fails to load or check.
@@ -612,7 +645,7 @@ class ArtifactCache:
                                "writable folder") from exc
         artifact, sidecar = self.paths(key, suffix)
         with self._lock(key):
-            why = self._valid_sidecar(key, artifact, sidecar)
+            why = self._valid_sidecar(key, artifact, sidecar, trialled=trial is not None)
             if why is None:
                 try:
                     obj = load(artifact)
@@ -632,8 +665,14 @@ class ArtifactCache:
                 tmp_artifact = tmp_dir / artifact.name
                 t0 = time.monotonic()
                 build(tmp_artifact)
-                meta = {"key": key.fields(), "sha256": _file_sha256(tmp_artifact),
-                        "built_s": round(time.monotonic() - t0, 1)}
+                meta: dict[str, Any] = {"key": key.fields(), "sha256": _file_sha256(tmp_artifact),
+                                        "built_s": round(time.monotonic() - t0, 1)}
+                if trial is not None:
+                    failed = trial(tmp_artifact)
+                    if failed is not None:
+                        raise BackendError(f"freshly built {artifact.name} {failed}; torch {torch.__version__}: "
+                                           "please report this; use backend 'fused' meanwhile")
+                    meta["load_trial"] = "passed"
                 tmp_sidecar = tmp_dir / sidecar.name
                 tmp_sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True))
                 os.replace(tmp_artifact, artifact)
@@ -696,6 +735,17 @@ def onnxruntime_available() -> bool:
     return True
 
 
+# Loads an AOTInductor package and runs it once on a zero frame (argv: package, network width, height).
+_AOTI_TRIAL = """
+import sys
+import torch
+runner = torch._inductor.aoti_load_package(sys.argv[1])
+w, h = int(sys.argv[2]), int(sys.argv[3])
+with torch.inference_mode():
+    runner(torch.zeros(1, 3, h, w).contiguous(memory_format=torch.channels_last))
+"""
+
+
 class CompiledBackend(Backend):
     """:class:`FusedESPNet` compiled ahead of time by AOTInductor (frozen, pre-packed weights), cached on disk.
 
@@ -732,7 +782,10 @@ class CompiledBackend(Backend):
                 got = torch.cat([self._call(runner, probe[i:i + 1]) for i in range(int(probe.shape[0]))])
                 return _agreement_problem(got, want)
 
-        self._runner = cache.load_or_build(self.key, ".pt2", build, load, check)
+        def trial(path: Path) -> str | None:
+            return trial_in_subprocess(_AOTI_TRIAL, str(path), str(network_size[0]), str(network_size[1]))
+
+        self._runner = cache.load_or_build(self.key, ".pt2", build, load, check, trial)
 
     @staticmethod
     def _call(runner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -862,5 +915,12 @@ def make_backend(
         return FusedBackend(fused)
     store = ArtifactCache(cache_dir(cache))
     if name == "compiled":
-        return CompiledBackend(fused, preset, network_size, store)
+        try:
+            return CompiledBackend(fused, preset, network_size, store)
+        except BackendError as exc:
+            if _check_name(backend, "") != "auto" or os.environ.get(BACKEND_ENV, "").strip():
+                raise  # asked for by name: the caller wants to know
+            _log.warning("backend auto: the compiled backend is unusable here (%s); using 'fused' (eager, about "
+                         "20%% slower)", exc)
+            return FusedBackend(fused)
     return OnnxRuntimeBackend(fused, preset, network_size, store, num_threads)

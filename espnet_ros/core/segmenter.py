@@ -208,8 +208,9 @@ class Segmenter:
             self._gpu = GpuPipeline(self._model, self.preset, self.input_size, self.device, half=half)
             _log.info("CUDA path on %s: float16=%s, CUDA graphs per batch shape", self.device, self._gpu.half)
         else:
-            self._cpu = make_backend(self.backend, self._model, self.preset, self.input_size, device=self.device,
+            self._cpu = make_backend(backend, self._model, self.preset, self.input_size, device=self.device,
                                      cache=cache_dir, num_threads=num_threads)
+            self.backend = self._cpu.name  # what runs (auto falls back to 'fused' when 'compiled' is unusable)
             _log.info("CPU backend %s for %s at %dx%d, %d torch threads", self._cpu.name, self.preset.name,
                       self.input_size[0], self.input_size[1], torch.get_num_threads())
 
