@@ -26,6 +26,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,6 +252,7 @@ class SegmentationNode(Node):
         self._stopping = False
         self._busy = False
         self._worker: threading.Thread | None = None
+        self._serving = threading.Event()  # set once the node is fully set up (or is being destroyed)
         self.max_pending_frames = 0
         """High-water mark of frames waiting in the slots (at most one per camera)."""
         self._segment_times = LatencyWindow()  # seconds per forward pass (guarded by the lock)
@@ -260,15 +262,7 @@ class SegmentationNode(Node):
             self._pose_injected = pose_source is not None
             self._pose_source = pose_source if pose_source is not None else self._make_pose_source(self._config)
             self._mount_pose: tuple[tuple[float, ...], ParameterPoseSource] | None = None
-            self.segmenter = Segmenter(
-                self._config.preset,
-                weights_dir=self._config.weights_dir or None,
-                weights_file=self._config.weights_file or None,
-                device=self._config.device,
-                output_size="input" if self._config.output_resolution == "camera" else "network",
-                num_threads=self._config.num_threads or None,
-                backend=self._config.backend,
-            )
+            self.segmenter = self._start_worker(node_name)
         except BaseException:
             self.destroy_node()
             raise
@@ -282,8 +276,7 @@ class SegmentationNode(Node):
         self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics, clock=self._steady)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_labels()
-        self._worker = threading.Thread(target=self._work, name=f"{node_name}_worker", daemon=True)
-        self._worker.start()
+        self._serving.set()
         self.get_logger().info(
             f"segmenting {len(self._cameras)} camera(s) with preset {self._config.preset!r} on "
             f"{self.segmenter.device}: {self._config.summary()}"
@@ -292,6 +285,44 @@ class SegmentationNode(Node):
             self.get_logger().info(f"camera {cam.name}: {cam.topics.image} -> {cam.topics.prefix}/*")
 
     # ----------------------------------------------------------------------------------------------- set-up
+    def _start_worker(self, node_name: str) -> Segmenter:
+        """Start the worker thread; it builds the Segmenter (returned here, errors re-raised) and then serves frames.
+
+        All of the node's torch work runs on that one thread, set-up included. A second thread that has run a
+        parallel torch operation keeps an OpenMP thread team of its own; with more OpenMP threads than cores, GNU
+        OpenMP stops spinning at its barriers and puts the threads to sleep at every one of them: measured, about 300
+        context switches and 13–15 ms more per 2048x1024 forward pass (docs/performance.md).
+        """
+        config = self._config
+        built: Future[Segmenter] = Future()
+
+        def run() -> None:
+            try:
+                built.set_result(Segmenter(
+                    config.preset,
+                    weights_dir=config.weights_dir or None,
+                    weights_file=config.weights_file or None,
+                    device=config.device,
+                    output_size="input" if config.output_resolution == "camera" else "network",
+                    num_threads=config.num_threads or None,
+                    backend=config.backend,
+                ))
+            except BaseException as exc:  # handed to __init__, which reports it
+                built.set_exception(exc)
+                return
+            self._serving.wait()
+            if not self._stopping:
+                self._work()
+
+        self._worker = threading.Thread(target=run, name=f"{node_name}_worker", daemon=True)
+        self._worker.start()
+        return built.result()
+
+    @property
+    def worker_thread(self) -> threading.Thread | None:
+        """The one thread that builds the Segmenter and runs every forward pass."""
+        return self._worker
+
     def _setup_camera(self, index: int, topic: str) -> _Camera:
         resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron applies remapping rules
         resolved = resolve(topic) if resolve is not None else expand_topic_name(
@@ -408,6 +439,7 @@ class SegmentationNode(Node):
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
+        self._serving.set()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=30.0)
         super().destroy_node()

@@ -193,6 +193,43 @@ def test_late_subscriber_gets_labels(ros_context: Context) -> None:
         h.close()
 
 
+def test_the_segmenter_is_built_and_run_on_the_worker_thread_only(
+    ros_context: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One thread does all torch work, so the node process keeps a single OpenMP thread team (two teams on two
+    # cores make GNU OpenMP sleep at every barrier: docs/performance.md). The real Segmenter, recording threads.
+    import threading
+
+    from espnet_ros import segmentation_node
+
+    seen: list[tuple[str, threading.Thread]] = []
+
+    class Recording(Segmenter):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append(("built", threading.current_thread()))
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+        def segment_batch(self, *args: object, **kwargs: object) -> list[object]:  # type: ignore[override]
+            seen.append(("segmented", threading.current_thread()))
+            return super().segment_batch(*args, **kwargs)  # type: ignore[arg-type,return-value]
+
+    monkeypatch.setattr(segmentation_node, "Segmenter", Recording)
+    h = Harness(ros_context, {"preset": "camvid"}, subscribe=("class_mask",))
+    try:
+        h.wait_connected()
+        for _ in range(2):
+            h.send("/image", encode_image(textured(120, 160), "bgr8", h.header()))
+            n = len(h.on(0, "class_mask"))
+            assert h.spin_until(lambda n=n: len(h.on(0, "class_mask")) == n + 1)
+        worker = h.node.worker_thread
+        assert worker is not None and worker.is_alive() and worker is not threading.current_thread()
+        assert [what for what, _ in seen] == ["built", "segmented", "segmented"]
+        assert {thread for _, thread in seen} == {worker}
+    finally:
+        h.close()
+    assert not worker.is_alive()  # destroy_node stops it
+
+
 def test_unsubscribed_outputs_are_not_computed(ros_context: Context) -> None:
     h = Harness(ros_context, {"preset": "camvid"}, subscribe=())
     try:
