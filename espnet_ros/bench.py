@@ -652,7 +652,11 @@ def run_ros(
     rec["node_segment_p50_ms"] = _diag_value(node_status, "segmentation time p50 (ms)")
     rec["overhead_p50_ms"] = rec["e2e_p50_ms"] - pipeline_ms
     rec["e2e_p95_bound_ms"] = max_frame_age * 1000.0 + 2.0 * pipeline_ms
-    if os.environ.get("ESPNET_ROS_BENCH_KEEP"):
+    failed = node_rc != 0 or any(rc != 0 for rc in player_rcs)
+    if failed:  # keep what explains it
+        print(f"segmentation_node exited with {node_rc}, cameras with {player_rcs}; logs kept in {tmp}; the "
+              f"node's last lines:\n{_tail(logs[0])}", file=sys.stderr)
+    elif os.environ.get("ESPNET_ROS_BENCH_KEEP"):
         print(f"bench logs kept in {tmp}", file=sys.stderr)
     else:
         shutil.rmtree(tmp, ignore_errors=True)
