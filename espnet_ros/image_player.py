@@ -38,6 +38,7 @@ from espnet_ros.core.errors import EspnetRosError
 from espnet_ros.core.frames import Frame, FrameSource, FrameSourceError
 from espnet_ros.image_codec import encode_compressed, encode_image
 from espnet_ros.qos import QosError, parse_qos
+from espnet_ros.spinning import spin_until_shutdown
 
 __all__ = [
     "PLAYER_ENCODINGS",
@@ -399,7 +400,8 @@ def main(args: Sequence[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
-            executor.spin_until_future_complete(node.finished)
+            finished = node.finished
+            spin_until_shutdown(node, lambda _: executor.spin_until_future_complete(finished))
         finally:
             executor.shutdown()
         return 1 if node.finished.done() and not node.finished.result() else 0

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -111,6 +112,9 @@ def main(args: Sequence[str] | None = None) -> int:
             rclpy.spin_once(node, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():  # a shutdown racing spin_once raises RCLError: a normal stop (espnet_ros.spinning)
+            raise
     finally:
         if node is not None:
             node.get_logger().info(node.summary())

@@ -39,7 +39,6 @@ from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -84,6 +83,7 @@ from espnet_ros.parameters import (
 )
 from espnet_ros.qos import LATCHED_QOS, OUTPUT_QOS, parse_qos
 from espnet_ros.scheduling import frame_is_late, frame_period
+from espnet_ros.spinning import spin_until_shutdown
 
 __all__ = [
     "GROUND_OUTPUTS",
@@ -805,8 +805,8 @@ def main(args: Sequence[str] | None = None) -> int:
         node = SegmentationNode()
         node.get_logger().info("heap: freed memory kept for reuse" if heap_tuned else
                                "heap: C library defaults (ESPNET_ROS_MALLOC_TUNING=0 or no glibc mallopt)")
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_shutdown(node)
+    except KeyboardInterrupt:  # Ctrl-C while starting
         pass
     except EspnetRosError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
