@@ -17,8 +17,6 @@ from typing import Any
 import cv2
 import numpy as np
 import rclpy
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -27,6 +25,7 @@ from sensor_msgs.msg import Image
 
 from espnet_ros.diagnostics import percentile
 from espnet_ros.image_codec import ImageEncodingError, decode_image
+from espnet_ros.spinning import spin_until_shutdown
 
 __all__ = ["SegmentationRecorder", "main"]
 
@@ -107,14 +106,15 @@ def main(args: Sequence[str] | None = None) -> int:
     rclpy.init(args=argv)
     node: SegmentationRecorder | None = None
     try:
-        node = SegmentationRecorder(options.output_dir, options.outputs, options.count)
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        node = recorder = SegmentationRecorder(options.output_dir, options.outputs, options.count)
+
+        def until_done(_: Node) -> None:
+            while rclpy.ok() and not recorder.done:
+                rclpy.spin_once(recorder, timeout_sec=0.1)
+
+        spin_until_shutdown(recorder, until_done)
+    except KeyboardInterrupt:  # Ctrl-C while starting
         pass
-    except RCLError:
-        if rclpy.ok():  # a shutdown racing spin_once raises RCLError: a normal stop (espnet_ros.spinning)
-            raise
     finally:
         if node is not None:
             node.get_logger().info(node.summary())
