@@ -434,7 +434,11 @@ def run_ros(
     header as the image), receives ``/camK/segmentation/class_mask`` and reads the node's counters from
     ``/diagnostics``. Latency is receipt time minus header stamp (same host clock), over masks received more than
     ``warmup_s`` seconds after the first one; ``rss_start_mb`` is the node's RSS at that moment, ``rss_end_mb``
-    when the cameras have finished. Frames lost between processes are those sent but never received by the node.
+    when the cameras have finished. Frames lost between processes are those sent but never received by the node;
+    the node's diagnostics split them: ``lost_in_transport`` (the middleware's message-lost count),
+    ``replaced_in_input_queue`` (gaps in the camera's sequence numbers that were not lost in transport: replaced in
+    the node's keep-last input queue while it was busy) and ``lost_unexplained`` (the rest, e.g. frames lost before
+    the first or after the last frame the node received, which no gap reveals).
     """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -614,6 +618,9 @@ def run_ros(
             num("frames dropped (stale)")
         late = num("frames dropped (late)")
         published = num("frames published")
+        lost = max(0, count - received)
+        lost_transport = num("frames lost in transport")
+        replaced = max(0, num("frames missed upstream (sequence gaps)") - lost_transport)
 
         span = (max(sent[k].values()) - min(sent[k].values())) if len(sent[k]) > 1 else float("nan")
         per_cam.append({
@@ -621,7 +628,9 @@ def run_ros(
             "frames_received_by_node": received, "dropped_superseded": superseded, "dropped_late": late,
             "dropped_stale": stale,
             "frames_published": published, "frames_answered": len(answered[k]),
-            "lost_between_processes": max(0, count - received), "lost_after_node": max(0, published - len(answered[k])),
+            "lost_between_processes": lost, "lost_after_node": max(0, published - len(answered[k])),
+            "lost_in_transport": lost_transport, "replaced_in_input_queue": replaced,
+            "lost_unexplained": max(0, lost - lost_transport - replaced),
             "answered_with_unknown_stamp": len(unknown), "e2e_p50_ms": _pct(lat, 0.5), "e2e_p95_ms": _pct(lat, 0.95),
             "node_latency_p50_ms": _diag_value(counters, "latency p50 (ms)"),
             "node_latency_p95_ms": _diag_value(counters, "latency p95 (ms)"),
@@ -639,6 +648,9 @@ def run_ros(
         "dropped": sum(c["dropped_superseded"] + c["dropped_late"] + c["dropped_stale"] for c in per_cam),
         "lost_between_processes": sum(c["lost_between_processes"] for c in per_cam),
         "lost_after_node": sum(c["lost_after_node"] for c in per_cam),
+        "lost_in_transport": sum(c["lost_in_transport"] for c in per_cam),
+        "replaced_in_input_queue": sum(c["replaced_in_input_queue"] for c in per_cam),
+        "lost_unexplained": sum(c["lost_unexplained"] for c in per_cam),
         "stamps_ok": stamps_ok, "answers_with_unknown_stamp": unknown_total,
         "e2e_p50_ms": _pct(lat_all, 0.5), "e2e_p95_ms": _pct(lat_all, 0.95),
         "e2e_max_ms": max(lat_all) if lat_all else float("nan"),
@@ -727,7 +739,10 @@ def format_table(rec: dict[str, Any]) -> str:
             ("  frames sent / answered", f"{rec['frames_sent']} / {rec['frames_answered']} "
              f"({_f(rec['throughput_hz'])} Hz answered)"),
             ("  dropped by node / lost", f"{rec['dropped']} on purpose; {rec['lost_between_processes']} between "
-             f"processes, {rec['lost_after_node']} after the node; stamps {'ok' if rec['stamps_ok'] else 'WRONG'}"),
+             f"processes ({rec['replaced_in_input_queue']} replaced in the node's input queue, "
+             f"{rec['lost_in_transport']} lost in transport, {rec['lost_unexplained']} neither), "
+             f"{rec['lost_after_node']} after the node; "
+             f"stamps {'ok' if rec['stamps_ok'] else 'WRONG'}"),
             ("  node RSS (MB)", f"idle {_f(rec['rss_idle_mb'])}, start {_f(rec['rss_start_mb'])}, end "
              f"{_f(rec['rss_end_mb'])}, max {_f(rec['rss_max_mb'])}"),
         ]

@@ -32,6 +32,7 @@ __all__ = [
     "camera_level",
     "fmt_ms",
     "percentile",
+    "sequence_gap",
 ]
 
 OK, WARN, ERROR = 0, 1, 2
@@ -39,7 +40,7 @@ OK, WARN, ERROR = 0, 1, 2
 
 _COUNTERS = (
     "received", "processed", "published", "dropped_superseded", "dropped_late", "dropped_stale", "rejected",
-    "publish_errors", "internal_errors", "skipped_no_subscribers",
+    "publish_errors", "internal_errors", "skipped_no_subscribers", "missed_upstream", "lost_in_transport",
 )
 
 
@@ -122,6 +123,8 @@ class CameraSnapshot:
     publish_errors: int
     internal_errors: int
     skipped_no_subscribers: int
+    missed_upstream: int
+    lost_in_transport: int
     input_hz: float
     output_hz: float
     latency_p50: float
@@ -147,6 +150,15 @@ class CameraStats:
         publish_errors: ``publish()`` calls that raised.
         internal_errors: unexpected exceptions while handling a frame (a bug; logged with the traceback).
         skipped_no_subscribers: frames not segmented because no output of this camera had a subscriber.
+        missed_upstream: frames the camera published that never reached the node's callback, counted from gaps in
+            the publisher's sequence numbers while the topic has one publisher: the middleware's keep-last input
+            queue (``input_qos`` depth) replaced them while the node was busy, or they were lost in transport.
+            Stays 0 where the middleware reports no sequence numbers.
+        lost_in_transport: frames the middleware reports as lost on the way (the subscription's message-lost
+            event), a part of ``missed_upstream``; for camera-sized images between processes this is what a
+            missing or too small shared-memory segment causes.
+        last_sequence: the publisher's sequence number of the last frame received (``None``: none yet, or the
+            count restarted).
     """
 
     topic: str
@@ -160,6 +172,9 @@ class CameraStats:
     publish_errors: int = 0
     internal_errors: int = 0
     skipped_no_subscribers: int = 0
+    missed_upstream: int = 0
+    lost_in_transport: int = 0
+    last_sequence: int | None = None
     last_problem: str = ""
     last_input: float | None = None
     input_rate: RateMeter = field(default_factory=RateMeter)
@@ -182,13 +197,30 @@ class CameraStats:
         )
 
 
+def sequence_gap(last: int | None, sequence: object) -> tuple[int, int | None]:
+    """Frames missed between two frames of one publisher: ``(missed, new_last)``.
+
+    ``last`` is the publisher's sequence number of the previous frame (``None`` if there is none to compare with),
+    ``sequence`` the new frame's (``MessageInfo['publication_sequence_number']``). A sequence number that is not a
+    positive integer (the middleware does not report one) restarts the count (``(0, None)``); one that does not
+    increase means a restarted or different publisher, so it starts a new count without counting anything.
+    """
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence <= 0:
+        return 0, None
+    if last is None or sequence <= last:
+        return 0, sequence
+    return sequence - last - 1, sequence
+
+
 def camera_level(
     current: CameraSnapshot, previous: CameraSnapshot | None, stall_timeout: float
 ) -> tuple[int, str]:
     """Decide a camera's level and message from its snapshot now and one period earlier.
 
     ERROR: every frame taken in the period was rejected as malformed. WARN: no frame yet, no frame for
-    ``stall_timeout`` seconds (stalled), every frame in the period was stale, or publishing failed. OK otherwise.
+    ``stall_timeout`` seconds (stalled), every frame in the period was stale, publishing failed, some frames were
+    rejected, or the middleware lost frames in transport. OK otherwise (frames the node drops on purpose, and
+    frames its input queue replaced while it was busy, are normal under load).
     """
     def delta(name: str) -> int:
         return int(getattr(current, name)) - (int(getattr(previous, name)) if previous is not None else 0)
@@ -214,6 +246,12 @@ def camera_level(
         return WARN, f"{delta('publish_errors')} publish() calls failed in the last period"
     if delta("rejected") > 0:
         return WARN, f"some frames rejected: {current.last_problem}"
+    if delta("lost_in_transport") > 0:
+        return WARN, (
+            f"{delta('lost_in_transport')} frames lost in transport in the last period: for camera-sized images "
+            "between processes on Fast DDS use config/fastdds_shm.xml (FASTDDS_DEFAULT_PROFILES_FILE) in the camera's "
+            "process and this one; over a network use a reliable camera and input_qos reliable"
+        )
     return OK, "ok"
 
 
@@ -265,6 +303,8 @@ def build_diagnostic_array(
             ("publish errors", snap.publish_errors),
             ("internal errors", snap.internal_errors),
             ("frames skipped (no subscribers)", snap.skipped_no_subscribers),
+            ("frames missed upstream (sequence gaps)", snap.missed_upstream),
+            ("frames lost in transport", snap.lost_in_transport),
             ("seconds since last input", "never" if snap.seconds_since_input is None
              else f"{snap.seconds_since_input:.2f}"),
             ("last problem", snap.last_problem or "none"),

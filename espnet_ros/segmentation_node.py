@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cv2
@@ -39,6 +40,7 @@ from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -61,6 +63,7 @@ from espnet_ros.diagnostics import (
     build_diagnostic_array,
     camera_level,
     fmt_ms,
+    sequence_gap,
 )
 from espnet_ros.ground_msgs import (
     GroundOutputs,
@@ -212,6 +215,9 @@ class _Camera:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     labels_publisher: Publisher | None = None
     label_info_publisher: Publisher | None = None
+    image_subscription: Subscription[Any] | None = None
+    loss_reported: bool = False
+    """Whether the middleware reports frames lost in transport for this camera (its message-lost event)."""
     pending: tuple[Image | CompressedImage, float] | None = None
     """The latest frame and its arrival (monotonic seconds, from the middleware's reception time)."""
     skipped_late: bool = False
@@ -331,10 +337,17 @@ class SegmentationNode(Node):
         cam = _Camera(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
         qos: QoSProfile = parse_qos(self._config.input_qos)
         msg_type = CompressedImage if self._config.image_transport == "compressed" else Image
-        if _MESSAGE_INFO:
-            self.create_subscription(msg_type, topics.image, lambda m, i, c=cam: self._on_frame(c, m, i), qos)
-        else:  # rclpy without MessageInfo callbacks (Humble): arrival is the callback's time
-            self.create_subscription(msg_type, topics.image, lambda m, c=cam: self._on_frame(c, m), qos)
+        callback: Any = (
+            (lambda m, i, c=cam: self._on_frame(c, m, i)) if _MESSAGE_INFO
+            else (lambda m, c=cam: self._on_frame(c, m))  # rclpy without MessageInfo (Humble): arrival = callback time
+        )
+        events = SubscriptionEventCallbacks(message_lost=partial(self._on_message_lost, cam))
+        try:
+            cam.image_subscription = self.create_subscription(msg_type, topics.image, callback, qos,
+                                                              event_callbacks=events)
+            cam.loss_reported = True
+        except UnsupportedEventTypeError:  # a middleware without the message-lost event
+            cam.image_subscription = self.create_subscription(msg_type, topics.image, callback, qos)
         self.create_subscription(CameraInfo, topics.camera_info, lambda m, c=cam: self._on_camera_info(c, m), qos)
         for name in IMAGE_OUTPUTS:
             cam.publishers[name] = self.create_publisher(Image, topics.output(name), OUTPUT_QOS)
@@ -463,7 +476,13 @@ class SegmentationNode(Node):
             delay = (time.time_ns() - received_ns) * 1e-9
             if 0.0 <= delay <= _MAX_CALLBACK_DELAY_S:
                 arrival = now - delay
+        sequence = info.get("publication_sequence_number") if info is not None else None
+        sub = cam.image_subscription
+        if sub is not None and sequence is not None and sub.get_publisher_count() != 1:
+            sequence = None  # gaps are per publisher; with several (or none left) only restart the count
         with self._wake:
+            missed, cam.stats.last_sequence = sequence_gap(cam.stats.last_sequence, sequence)
+            cam.stats.missed_upstream += missed
             if cam.pending is not None:
                 cam.stats.dropped_superseded += 1
             cam.pending = (msg, arrival)
@@ -473,6 +492,10 @@ class SegmentationNode(Node):
             pending = sum(c.pending is not None for c in self._cameras)
             self.max_pending_frames = max(self.max_pending_frames, pending)
             self._wake.notify()
+
+    def _on_message_lost(self, cam: _Camera, event: QoSMessageLostInfo) -> None:
+        with self._lock:
+            cam.stats.lost_in_transport = max(cam.stats.lost_in_transport, int(event.total_count))
 
     def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
         with self._lock:
@@ -777,6 +800,8 @@ class SegmentationNode(Node):
             "max queue delay (s)": config.max_queue_delay,
             "input qos": config.input_qos,
             "image transport": config.image_transport,
+            "transport loss reported": "yes" if all(c.loss_reported for c in self._cameras)
+            else "no (the middleware has no message-lost event)",
             "grid frame": config.grid_frame,
             "camera pose source": "injected" if self._pose_injected else config.camera_pose_source,
         }

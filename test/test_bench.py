@@ -20,7 +20,8 @@ from espnet_ros import bench
 PIPELINE_KEYS = {"device", "preset", "input_size", "baseline_ms", "fast_ms", "speedup", "label_agreement", "backend",
                  "frame_size", "stages_ms", "render_baseline_ms", "render_fast_ms", "threads"}
 ROS_KEYS = {"e2e_p50_ms", "e2e_p95_ms", "overhead_p50_ms", "frames_sent", "frames_answered", "dropped",
-            "rss_start_mb", "rss_end_mb", "lost_between_processes", "stamps_ok", "per_camera"}
+            "rss_start_mb", "rss_end_mb", "lost_between_processes", "lost_in_transport", "replaced_in_input_queue",
+            "lost_unexplained", "stamps_ok", "per_camera"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,7 @@ def test_ros_mode_accounts_for_every_frame(weights_dir: Path, small_frames: list
     assert rec["frames_sent"] == 2 * 8
     assert rec["stamps_ok"], "a mask carried a stamp no frame was sent with"
     assert rec["lost_between_processes"] == 0 and rec["lost_after_node"] == 0
+    assert rec["lost_in_transport"] == rec["replaced_in_input_queue"] == rec["lost_unexplained"] == 0
     assert rec["frames_answered"] + rec["dropped"] == rec["frames_sent"]
     for cam in rec["per_camera"]:
         assert cam["frames_answered"] >= 1

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from espnet_ros.core.errors import WeightsError
 from espnet_ros.core.segmenter import Segmenter
-from espnet_ros.diagnostics import CameraStats, camera_level
+from espnet_ros.diagnostics import CameraStats, camera_level, sequence_gap
 from espnet_ros.image_codec import decode_compressed, encode_compressed, encode_image
 from espnet_ros.label_msgs import LABELS_FORMAT, vision_msgs_available
 from espnet_ros.parameters import ParameterError
@@ -414,6 +414,68 @@ def test_camera_level_rules() -> None:
     stats.processed, stats.received = 2, 6
     assert camera_level(stats.snapshot(1.0), previous, 3.0) == (0, "ok")
     assert camera_level(stats.snapshot(10.0), stats.snapshot(10.0), 3.0)[0] == 1  # stalled
+
+
+def test_sequence_gaps_count_frames_missed_upstream() -> None:
+    assert sequence_gap(None, 7) == (0, 7)  # the first frame: nothing to compare with
+    assert sequence_gap(7, 8) == (0, 8)
+    assert sequence_gap(8, 12) == (3, 12)  # 9, 10 and 11 never reached the callback
+    assert sequence_gap(12, 3) == (0, 3)  # a restarted (or another) publisher: a new count, nothing counted
+    assert sequence_gap(12, 12) == (0, 12)
+    for unknown in (None, 0, -1, True, "13", 13.0):  # no usable sequence number: restart
+        assert sequence_gap(12, unknown) == (0, None)
+
+
+def test_transport_loss_warns_but_queue_replacements_do_not() -> None:
+    stats = CameraStats(topic="/image")
+    stats.received, stats.processed, stats.last_input = 10, 10, 0.0
+    previous = stats.snapshot(0.0)
+    stats.missed_upstream = 40  # replaced in the keep-last input queue while the node was busy: normal under load
+    stats.received, stats.processed = 20, 20
+    assert camera_level(stats.snapshot(1.0), previous, 3.0) == (0, "ok")
+    previous = stats.snapshot(1.0)
+    stats.missed_upstream, stats.lost_in_transport = 45, 5
+    stats.received, stats.processed = 30, 30
+    level, message = camera_level(stats.snapshot(2.0), previous, 3.0)
+    assert level == 1 and "5 frames lost in transport" in message and "fastdds_shm.xml" in message
+    assert camera_level(stats.snapshot(3.0), stats.snapshot(3.0), 3.0) == (0, "ok")  # no new loss: ok again
+
+
+def test_frames_replaced_in_the_input_queue_are_counted_from_sequence_gaps(ros_context: Context) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    h = Harness(ros_context, {"preset": "camvid", "input_qos": "reliable:1"}, subscribe=("class_mask",))
+    try:
+        diags = h.listen("/diagnostics", DiagnosticArray)
+        h.wait_connected()
+        h.send("/image", encode_image(textured(120, 160), "bgr8", h.header()))
+        assert h.spin_until(lambda: len(h.on(0, "class_mask")) == 1)
+        assert h.node.stats(0).missed_upstream == 0
+        # Five frames while the executor does not spin: the node's input queue (depth 1) keeps only the last.
+        for i in range(5):
+            h.send("/image", encode_image(textured(120, 160, seed=i), "bgr8", h.header(frame_id=f"f{i}")))
+        assert h.spin_until(lambda: len(h.on(0, "class_mask")) == 2)
+        assert h.on(0, "class_mask")[-1].header.frame_id == "f4"
+        stats = h.node.stats(0)
+        assert stats.received == 2 and stats.missed_upstream == 4 and stats.lost_in_transport == 0
+
+        def values() -> dict[str, str] | None:
+            for msg in reversed(diags):
+                for st in msg.status:
+                    if st.hardware_id == "/image":
+                        v = {kv.key: kv.value for kv in st.values}
+                        if v["frames received"] == "2":
+                            return v
+            return None
+
+        assert h.spin_until(lambda: values() is not None)
+        v = values()
+        assert v is not None
+        assert v["frames missed upstream (sequence gaps)"] == "4" and v["frames lost in transport"] == "0"
+        node_status = next(s for m in diags for s in m.status if s.name.endswith(": segmentation"))
+        assert {kv.key: kv.value for kv in node_status.values}["transport loss reported"] == "yes"
+    finally:
+        h.close()
 
 
 def test_backend_parameter_reaches_the_segmenter(ros_context: Context) -> None:
