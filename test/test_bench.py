@@ -7,6 +7,7 @@ with the baseline, every frame is accounted for), never how fast anything is.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def test_ros_mode_accounts_for_every_frame(weights_dir: Path, small_frames: list
     assert rec["stamps_ok"], "a mask carried a stamp no frame was sent with"
     assert rec["lost_between_processes"] == 0 and rec["lost_after_node"] == 0
     assert rec["lost_in_transport"] == rec["replaced_in_input_queue"] == rec["lost_unexplained"] == 0
+    assert rec["subscriber_heap_tuned"] == (os.environ.get("ESPNET_ROS_MALLOC_TUNING", "1").strip() != "0")
     assert rec["frames_answered"] + rec["dropped"] == rec["frames_sent"]
     for cam in rec["per_camera"]:
         assert cam["frames_answered"] >= 1
