@@ -19,6 +19,8 @@ declared in :mod:`espnet_ros.parameters`.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import sys
 import threading
@@ -40,7 +42,6 @@ from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -115,6 +116,9 @@ _GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_buil
 
 _PUBLISH_ERRORS = (RCLError, InvalidHandle)
 _MESSAGE_INFO = hasattr(Subscription, "CallbackType")  # rclpy >= Iron passes MessageInfo to 2-argument callbacks
+# QoS event callbacks live in rclpy.event_handler since Iron and in rclpy.qos_event on Humble.
+_EVENTS: Any = importlib.import_module(
+    "rclpy.event_handler" if importlib.util.find_spec("rclpy.event_handler") is not None else "rclpy.qos_event")
 _PERIOD_ARRIVALS = 9  # arrivals per camera behind its frame period (median of the last 8 gaps)
 _MAX_CALLBACK_DELAY_S = 10.0  # a gap outside [0, 10 s] between reception and callback: the clock stepped, ignore it
 
@@ -341,12 +345,12 @@ class SegmentationNode(Node):
             (lambda m, i, c=cam: self._on_frame(c, m, i)) if _MESSAGE_INFO
             else (lambda m, c=cam: self._on_frame(c, m))  # rclpy without MessageInfo (Humble): arrival = callback time
         )
-        events = SubscriptionEventCallbacks(message_lost=partial(self._on_message_lost, cam))
+        events = _EVENTS.SubscriptionEventCallbacks(message_lost=partial(self._on_message_lost, cam))
         try:
             cam.image_subscription = self.create_subscription(msg_type, topics.image, callback, qos,
                                                               event_callbacks=events)
             cam.loss_reported = True
-        except UnsupportedEventTypeError:  # a middleware without the message-lost event
+        except _EVENTS.UnsupportedEventTypeError:  # a middleware without the message-lost event
             cam.image_subscription = self.create_subscription(msg_type, topics.image, callback, qos)
         self.create_subscription(CameraInfo, topics.camera_info, lambda m, c=cam: self._on_camera_info(c, m), qos)
         for name in IMAGE_OUTPUTS:
@@ -493,7 +497,8 @@ class SegmentationNode(Node):
             self.max_pending_frames = max(self.max_pending_frames, pending)
             self._wake.notify()
 
-    def _on_message_lost(self, cam: _Camera, event: QoSMessageLostInfo) -> None:
+    def _on_message_lost(self, cam: _Camera, event: Any) -> None:
+        """The middleware's message-lost event (``total_count``: frames lost in transport so far)."""
         with self._lock:
             cam.stats.lost_in_transport = max(cam.stats.lost_in_transport, int(event.total_count))
 
