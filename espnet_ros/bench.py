@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from espnet_ros.core.baseline import BaselinePipeline, colorize_numpy, overlay_numpy
 from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.memory import retain_freed_memory
 from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY
 
 __all__ = ["BenchError", "format_table", "main", "measure_camvid", "measure_model", "measure_pipeline",
@@ -455,8 +456,6 @@ def run_ros(
     # pages for every received mask and the take itself page-faults (2048x1024 mono8: 4.5 ms per take untuned,
     # 1.2 ms tuned, measured here), which would count the listener's own heap against the node. (The pipeline
     # windows before the ROS phase, the ones the speedup comes from, run untuned like the upstream recipe.)
-    from espnet_ros.core.memory import retain_freed_memory
-
     subscriber_heap_tuned = retain_freed_memory()
     domain = random.SystemRandom().randint(1, 101)
     profile = _fastdds_profile(fastdds_profile)
