@@ -24,6 +24,7 @@ import torch
 
 from espnet_ros.core.accel import Backend, BackendError, make_backend, resolve_backend
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosError, ImageError
+from espnet_ros.core.fpmode import denormals_flushed
 from espnet_ros.core.gpu import GpuPipeline, confidence_u8, nearest_indices
 from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
@@ -163,6 +164,10 @@ class Segmenter:
             ``fused``, ``compiled`` (AOTInductor, built once and cached) or ``onnxruntime`` (cached export).
         cache_dir: where compiled / exported artifacts are kept (default ``$ESPNET_ROS_CACHE_DIR`` or
             ``~/.cache/espnet_ros/compiled``).
+        flush_denormals: on the CPU with a fast backend, run the network with subnormal floats flushed to zero in
+            the calling thread and its OpenMP team, restored after each call (:mod:`espnet_ros.core.fpmode`; ~20 %
+            faster on Intel CPUs, labels unchanged). ``eager`` never does; ``$ESPNET_ROS_FLUSH_DENORMALS=0`` turns
+            it off everywhere.
 
     Raises:
         WeightsError: missing or damaged weights. DeviceError: unusable device. BackendError: unknown or unusable
@@ -182,6 +187,7 @@ class Segmenter:
         half: bool | None = None,
         backend: str = "auto",
         cache_dir: str | os.PathLike[str] | None = None,
+        flush_denormals: bool = True,
     ) -> None:
         self.preset = get_preset(preset)
         self.labels: LabelSet = self.preset.label_set
@@ -213,6 +219,8 @@ class Segmenter:
             self.backend = self._cpu.name  # what runs (auto falls back to 'fused' when 'compiled' is unusable)
             _log.info("CPU backend %s for %s at %dx%d, %d torch threads", self._cpu.name, self.preset.name,
                       self.input_size[0], self.input_size[1], torch.get_num_threads())
+        # the reference network ('eager') keeps IEEE arithmetic; the fast paths run with denormals flushed
+        self.flush_denormals: bool = bool(flush_denormals) and self._cpu is not None and self.backend != "eager"
 
     @property
     def model(self) -> torch.nn.Module:
@@ -250,13 +258,15 @@ class Segmenter:
         """Run the network on a preprocessed batch; return logits at the network input resolution."""
         backend = self._cpu_backend()
         self.forward_batch_sizes[int(x.shape[0])] += 1
-        return backend.logits(x)
+        with denormals_flushed(self.flush_denormals):
+            return backend.logits(x)
 
     def forward_labels(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return ``(N, h, w) uint8`` class ids at the network resolution."""
         backend = self._cpu_backend()
         self.forward_batch_sizes[int(x.shape[0])] += 1
-        return backend.labels(x)
+        with denormals_flushed(self.flush_denormals):
+            return backend.labels(x)
 
     def segment(
         self,
