@@ -11,12 +11,13 @@ subnormals without the assist and gain nothing.
 How: those bits live in each thread's ``MXCSR`` register, and the network runs on the calling thread *and* the
 OpenMP threads that torch, oneDNN and the compiled kernels share (one team per calling thread, in torch's
 ``libgomp``). :func:`denormals_flushed` enters an OpenMP parallel region of the team's size through ``libgomp``'s
-``GOMP_parallel`` (so every team thread runs it), saves each thread's floating-point environment (``fegetenv``) and
-sets the bits (``torch.set_flush_denormal``); on exit it restores each thread's saved environment the same way. The
-region costs about 0.07 ms per call. Code outside the ``with`` block (the upstream baseline in the bench, the
-user's own numerics) keeps IEEE behaviour. Where any part is missing (no ``libgomp`` loaded, no ``libm``, a CPU
-without the bits), it does what it can: the calling thread only, or nothing; ``ESPNET_ROS_FLUSH_DENORMALS=0`` turns
-it off.
+``GOMP_parallel``, in which every team thread runs libm's ``fesetenv`` on the calling thread's own environment with
+the bits set (``torch.set_flush_denormal``); on exit it installs the calling thread's saved environment in all of
+them the same way (team threads start with the environment of the thread that created them, so that is what they
+had). No Python runs in the team threads, so nothing there waits for the GIL; a call costs microseconds. Code
+outside the ``with`` block (the upstream baseline in the bench, the user's own numerics) keeps IEEE behaviour. Where
+a part is missing (no ``libgomp`` loaded, no ``libm``, a CPU without the bits), it does what it can: the calling
+thread only, or nothing. ``ESPNET_ROS_FLUSH_DENORMALS=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ def _loaded_libgomp() -> str | None:
 
 
 class _Switch:
-    """Saves, sets and restores the floating-point environment of the threads that call it (one per thread)."""
+    """Saves, sets and restores the floating-point environment of the calling thread and its OpenMP team.
+
+    The team is reached without Python: ``GOMP_parallel`` is given libm's ``fesetenv`` itself as the function every
+    team thread runs, with a prepared environment as its argument (``int fesetenv(const fenv_t *)`` called as
+    ``void (*)(void *)``: same argument register, the result ignored). So no team thread needs the GIL, which the
+    node's executor thread may hold at that moment.
+    """
 
     def __init__(self) -> None:
-        self.saved: dict[int, ctypes.Array[ctypes.c_char]] = {}
-        self.lock = threading.Lock()
         name = ctypes.util.find_library("m")
         self.libm: ctypes.CDLL | None = ctypes.CDLL(name) if name else None
         # probe: does this CPU and torch build have the bits? (restores the probing thread's environment after)
@@ -76,49 +81,43 @@ class _Switch:
                 self.supported = bool(torch.set_flush_denormal(True))
                 self.libm.fesetenv(buf)
         self.gomp_parallel: ctypes._NamedFuncPointer | None = None
+        self.fesetenv_ptr = ctypes.c_void_p(None)
         path = _loaded_libgomp() if self.supported else None
-        if path is not None:
+        if path is not None and self.libm is not None:
             try:
                 fn = ctypes.CDLL(path).GOMP_parallel
             except (OSError, AttributeError):
                 fn = None
             if fn is not None:
-                fn.argtypes = [_Callback, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
                 fn.restype = None
                 self.gomp_parallel = fn
-        # the callbacks must outlive every call into libgomp
-        self._on = _Callback(self._enter_thread)
-        self._off = _Callback(self._leave_thread)
+                self.fesetenv_ptr = ctypes.cast(self.libm.fesetenv, ctypes.c_void_p)
 
-    def _enter_thread(self, _data: int | None) -> None:
+    def _all(self, env: ctypes.Array[ctypes.c_char]) -> None:
+        """Install ``env`` in this thread and, when reachable, every thread of its OpenMP team."""
         assert self.libm is not None
-        buf = ctypes.create_string_buffer(_FENV_BYTES)
-        if self.libm.fegetenv(buf) != 0:
-            return
-        with self.lock:
-            self.saved[threading.get_ident()] = buf
+        if self.gomp_parallel is not None:
+            self.gomp_parallel(self.fesetenv_ptr, ctypes.cast(env, ctypes.c_void_p),
+                               max(1, torch.get_num_threads()), 0)
+        else:
+            self.libm.fesetenv(env)
+
+    def enter(self) -> ctypes.Array[ctypes.c_char] | None:
+        """Set FTZ/DAZ in this thread and its team; return the environment to restore (None: nothing was done)."""
+        assert self.libm is not None
+        saved = ctypes.create_string_buffer(_FENV_BYTES)
+        if self.libm.fegetenv(saved) != 0:
+            return None
         torch.set_flush_denormal(True)
+        flushed = ctypes.create_string_buffer(_FENV_BYTES)
+        self.libm.fegetenv(flushed)
+        self._all(flushed)
+        return saved
 
-    def _leave_thread(self, _data: int | None) -> None:
-        assert self.libm is not None
-        with self.lock:
-            buf = self.saved.pop(threading.get_ident(), None)
-        if buf is not None:
-            self.libm.fesetenv(buf)
-
-    def enter(self) -> None:
-        """Set FTZ/DAZ in this thread and its OpenMP team (their environments saved)."""
-        if self.gomp_parallel is not None:
-            self.gomp_parallel(self._on, None, max(1, torch.get_num_threads()), 0)
-        else:
-            self._enter_thread(None)
-
-    def leave(self) -> None:
-        """Restore what :meth:`enter` saved, in this thread and its team."""
-        if self.gomp_parallel is not None:
-            self.gomp_parallel(self._off, None, max(1, torch.get_num_threads()), 0)
-        else:
-            self._leave_thread(None)
+    def leave(self, saved: ctypes.Array[ctypes.c_char]) -> None:
+        """Restore the calling thread's environment from before :meth:`enter`, in it and in its team."""
+        self._all(saved)
 
 
 _switch: _Switch | None = None
@@ -158,11 +157,10 @@ def denormals_flushed(enabled: bool = True) -> Iterator[None]:
         return
     depth = getattr(_depth, "value", 0)
     _depth.value = depth + 1
-    if depth == 0:
-        sw.enter()
+    saved = sw.enter() if depth == 0 else None
     try:
         yield
     finally:
         _depth.value = depth
-        if depth == 0:
-            sw.leave()
+        if saved is not None:
+            sw.leave(saved)
