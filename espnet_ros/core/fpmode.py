@@ -40,7 +40,6 @@ _log = logging.getLogger(__name__)
 FLUSH_DENORMALS_ENV = "ESPNET_ROS_FLUSH_DENORMALS"
 
 _FENV_BYTES = 64  # larger than glibc's fenv_t on every architecture (32 bytes on x86-64, 8 on aarch64)
-_Callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
 def flush_denormals_enabled() -> bool:
