@@ -150,3 +150,18 @@ def test_grid_mode_writes_the_timings(tmp_path: Path, capsys: pytest.CaptureFixt
     assert rec["mask_size"] == [256, 128] and rec["grid_cells"] == [200, 200]
     assert rec["seen_cells"] > 0
     assert "per frame after the first" in capsys.readouterr().out
+
+
+def test_answers_are_checked_against_what_the_camera_published(tmp_path: Path) -> None:
+    # the camera process writes every stamp it published; the bench's own best-effort camera_info subscription may
+    # miss one under load, and that frame's answer must still count as a known stamp
+    stamps = tmp_path / "stamps0.txt"
+    stamps.write_text("100\n200\n300\n")
+    assert bench.published_stamps(stamps) == {100, 200, 300}
+    assert bench.published_stamps(tmp_path / "missing.txt") == set()
+    (tmp_path / "bad.txt").write_text("100\nnot a stamp\n")
+    assert bench.published_stamps(tmp_path / "bad.txt") == set()
+    seen_by_bench = {100, 300}
+    answers = [(1.0, 100, "cam0"), (2.0, 200, "cam0"), (3.0, 300, "cam1"), (4.0, 400, "cam0")]
+    assert bench.unknown_stamps(answers, seen_by_bench, "cam0") == [200, 300, 400]
+    assert bench.unknown_stamps(answers, seen_by_bench | bench.published_stamps(stamps), "cam0") == [300, 400]
