@@ -178,7 +178,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "input_qos", "sensor_data", ParameterType.PARAMETER_STRING,
         "QoS of the camera subscriptions: sensor_data (best effort, REP-2003), reliable or best_effort, optionally "
-        "':DEPTH' (e.g. reliable:1). A reliable subscription does not match a best-effort camera." + _RESTART,
+        "':DEPTH' (default 2; e.g. reliable:1). A reliable subscription does not match a best-effort camera."
+        + _RESTART,
         read_only=True, constraints=", ".join(INPUT_QOS_CHOICES) + " [:DEPTH]",
     ),
     ParamSpec(

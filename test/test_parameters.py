@@ -109,7 +109,7 @@ def test_runtime_updates_validate_and_refuse_read_only() -> None:
 def test_parse_qos() -> None:
     q = parse_qos("sensor_data")
     assert (q.reliability, q.depth, q.history, q.durability) == (
-        ReliabilityPolicy.BEST_EFFORT, 5, HistoryPolicy.KEEP_LAST, DurabilityPolicy.VOLATILE)
+        ReliabilityPolicy.BEST_EFFORT, 2, HistoryPolicy.KEEP_LAST, DurabilityPolicy.VOLATILE)
     assert parse_qos(" Reliable:1 ").reliability == ReliabilityPolicy.RELIABLE and parse_qos("reliable:1").depth == 1
     assert parse_qos("best-effort:20").depth == 20
     for bad in ("", "fast", "reliable:", "reliable:1001", "sensor_data:-1"):
