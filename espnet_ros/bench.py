@@ -344,6 +344,11 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return int(proc.returncode)
 
 
+def _stamp_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds (how the bench keys frames)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def publisher_main(argv: Sequence[str]) -> int:
     """The bench's camera process: ``DIR NAMESPACE RATE COUNT [STAMPS_FILE]`` → publish COUNT frames of DIR at RATE Hz.
 
@@ -395,7 +400,7 @@ def publisher_main(argv: Sequence[str]) -> int:
             info.header.stamp = stamp
             image_pub.publish(m)
             info_pub.publish(info)
-            published.append(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
+            published.append(_stamp_ns(stamp))
         if stamps_file is not None:
             stamps_file.write_text("".join(f"{ns}\n" for ns in published))
         time.sleep(0.5)
@@ -507,17 +512,14 @@ def run_ros(
     diag: dict[str, dict[str, str]] = {}
     diag_time = [0.0]
 
-    def stamp_ns(msg: Any) -> int:
-        return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
     def on_info(k: int) -> Callable[[Any], None]:
         def cb(msg: Any) -> None:
-            sent[k][stamp_ns(msg)] = time.time()
+            sent[k][_stamp_ns(msg.header.stamp)] = time.time()
         return cb
 
     def on_mask(k: int) -> Callable[[Any], None]:
         def cb(msg: Any) -> None:
-            answered[k].append((time.time(), stamp_ns(msg), str(msg.header.frame_id)))
+            answered[k].append((time.time(), _stamp_ns(msg.header.stamp), str(msg.header.frame_id)))
         return cb
 
     def on_diag(msg: Any) -> None:

@@ -126,6 +126,8 @@ _depth = threading.local()
 
 def _get_switch() -> _Switch:
     global _switch
+    if _switch is not None:  # every forward pass comes here; the lock is only for the first
+        return _switch
     with _switch_lock:
         if _switch is None:
             _switch = _Switch()
