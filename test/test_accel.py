@@ -83,6 +83,28 @@ def test_fused_network_computes_the_reference_logits(weights_dir: Path, preset: 
 
 
 @pytest.mark.parametrize("preset", ["cityscapes", "camvid"])
+def test_labels_strip_by_strip_equal_the_whole_map_argmax(weights_dir: Path, preset: str,
+                                                          sample_frames: list[NDArray[np.uint8]]) -> None:
+    """The last layer runs in strips (scores stay in cache); its ids equal one whole-map convolution's, bit for bit."""
+    p = get_preset(preset)
+    fused = FusedESPNet(build_model(p, weights_dir))
+    w, h = p.input_size
+    rows = fused._strip_rows(w // 2)
+    if preset == "cityscapes":  # 1024x512: 256 half-resolution rows, 80 scores each: several strips, a short last
+        assert rows < h // 2 and (h // 2) % rows != 0
+    for frame in _frames_for(preset, sample_frames):
+        x = torch.from_numpy(p.preprocessing.apply_numpy(frame, p.input_size)).unsqueeze(0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            got = fused(x)
+            whole = fused._subpixel_logits(x)  # (1, 4C, h/2, w/2), one convolution over the whole map
+            n, _, hh, ww = whole.shape
+            ids = whole.permute(0, 2, 3, 1).reshape(n, hh, ww, 4, fused.classes).max(-1)[1].to(torch.uint8)
+            want = ids.view(n, hh, ww, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, h, w)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("preset", ["cityscapes", "camvid"])
 @pytest.mark.parametrize("backend", ["eager", "fused", "compiled", "onnxruntime"])
 def test_fast_paths_give_the_baseline_labels_on_the_sample_frames(
     weights_dir: Path, compiled_cache: Path, sample_frames: list[NDArray[np.uint8]], preset: str, backend: str

@@ -4,9 +4,10 @@
 :class:`~espnet_ros.core.model.ESPNetC` with less memory traffic: batch norms folded into the convolutions that
 feed them (or into one per-channel multiply-add where a concat or a residual sits between), the input pooling
 shared between the two projections, and the last 2x2 transposed convolution rewritten as a 1x1 convolution whose
-four sub-pixel class maps are reduced to class ids *before* they are interleaved (no full-resolution logits are
-written, and no ``argmax`` over a strided axis is needed). It runs channels-last and returns ``uint8`` class ids.
-Its labels equal the reference network's up to floating-point rounding (the tests pin agreement on real frames).
+four sub-pixel class maps are reduced to class ids *before* they are interleaved, strip by strip so that its scores
+stay in the cache (no full-resolution logits are written, and no ``argmax`` over a strided axis is needed). It runs
+channels-last and returns ``uint8`` class ids. Its labels equal the reference network's up to floating-point rounding
+(the tests pin agreement on real frames).
 
 A :class:`Backend` runs it: ``eager`` (the reference network as written, NCHW), ``fused`` (:class:`FusedESPNet` in
 eager PyTorch), ``compiled`` (AOTInductor: the fused graph exported, compiled to a shared library with frozen,
@@ -79,8 +80,11 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
-ACCEL_VERSION = 3
+ACCEL_VERSION = 4
 """Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
+
+_STRIP_BYTES = 4 << 20
+"""Budget for one strip of the last layer's scores in :meth:`FusedESPNet.forward` (fits a core's share of cache)."""
 
 CACHE_DIR_ENV = "ESPNET_ROS_CACHE_DIR"
 BACKEND_ENV = "ESPNET_ROS_BACKEND"
@@ -388,15 +392,25 @@ class FusedESPNet(nn.Module):
         self.flushed_subnormals = flush_subnormals(self)
         self.eval()
 
-    def _subpixel_logits(self, x: Tensor) -> Tensor:
-        """ESPNet: ``(N, 4C, h/2, w/2)`` scores, channel ``k * C + o`` for sub-pixel ``k = 2 * di + dj``."""
+    def _classifier_input(self, x: Tensor) -> Tensor:
+        """ESPNet: the last 1x1 convolution's input, ``(N, C_in, h/2, w/2)``."""
         out0, out0_cat, out1_cat, out2_cat = self.encoder(x)
         l3 = self.up_l3(self.head(out2_cat))
         c = self.combine(self.combine_in([self.level3_C(out1_cat), l3]))
         l2 = F.prelu(self.up_l2(c), self.up_l2_slope)
         skip = out0_cat if self.skip_after_concat else [out0]
-        out: Tensor = self.classifier(self.conv([l2, *skip]))
+        out: Tensor = self.conv([l2, *skip])
         return out
+
+    def _subpixel_logits(self, x: Tensor) -> Tensor:
+        """ESPNet: ``(N, 4C, h/2, w/2)`` scores, channel ``k * C + o`` for sub-pixel ``k = 2 * di + dj``."""
+        out: Tensor = self.classifier(self._classifier_input(x))
+        return out
+
+    def _strip_rows(self, width: int) -> int:
+        """Rows of the half-resolution map per classifier strip: its ``4C`` scores stay within ~4 MiB (cache)."""
+        row_bytes = width * 4 * self.classes * 4
+        return max(1, _STRIP_BYTES // row_bytes)
 
     def logits(self, x: Tensor) -> Tensor:
         """Class scores ``(N, C, h, w) float32`` at the input resolution."""
@@ -412,9 +426,18 @@ class FusedESPNet(nn.Module):
         """Class ids ``(N, h, w) uint8`` at the input resolution (first maximum wins)."""
         if self.stride != 1:
             return self.logits(x).max(1)[1].to(torch.uint8)
-        y = self._subpixel_logits(x)
-        n, _, h, w = y.shape
-        ids = y.permute(0, 2, 3, 1).reshape(n, h, w, 4, self.classes).max(-1)[1].to(torch.uint8)
+        z = self._classifier_input(x)
+        n, _, h, w = z.shape
+        # The last 1x1 convolution writes 4C scores per half-resolution pixel (42 MB for Cityscapes at 1024x512)
+        # that the max only reads once: run it and the max strip by strip, so the scores stay in the cache.
+        # Each pixel's scores are computed exactly as by one whole-map convolution (tests pin equality).
+        rows = self._strip_rows(w)
+        parts = []
+        for top in range(0, h, rows):
+            r = min(rows, h - top)
+            y = self.classifier(z[:, :, top:top + r])
+            parts.append(y.permute(0, 2, 3, 1).reshape(n, r, w, 4, self.classes).max(-1)[1].to(torch.uint8))
+        ids = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
         return ids.view(n, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
 
 
