@@ -426,19 +426,24 @@ class FusedESPNet(nn.Module):
         """Class ids ``(N, h, w) uint8`` at the input resolution (first maximum wins)."""
         if self.stride != 1:
             return self.logits(x).max(1)[1].to(torch.uint8)
-        z = self._classifier_input(x)
-        n, _, h, w = z.shape
-        # The last 1x1 convolution writes 4C scores per half-resolution pixel (42 MB for Cityscapes at 1024x512)
-        # that the max only reads once: run it and the max strip by strip, so the scores stay in the cache.
-        # Each pixel's scores are computed exactly as by one whole-map convolution (tests pin equality).
-        rows = self._strip_rows(w)
-        parts = []
-        for top in range(0, h, rows):
-            r = min(rows, h - top)
-            y = self.classifier(z[:, :, top:top + r])
-            parts.append(y.permute(0, 2, 3, 1).reshape(n, r, w, 4, self.classes).max(-1)[1].to(torch.uint8))
-        ids = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        if torch.jit.is_tracing():  # the ONNX export: sizes are traced values; one map, the same labels
+            ids = self._subpixel_ids(self._subpixel_logits(x))
+        else:
+            # The last 1x1 convolution writes 4C scores per half-resolution pixel (42 MB for Cityscapes at
+            # 1024x512) that the max reads once: run both strip by strip, so that the scores stay in the cache.
+            # Each pixel's scores are computed as by one whole-map convolution (tests pin equal labels).
+            z = self._classifier_input(x)
+            h, w = int(z.shape[2]), int(z.shape[3])
+            rows = self._strip_rows(w)
+            parts = [self._subpixel_ids(self.classifier(z[:, :, top:top + rows])) for top in range(0, h, rows)]
+            ids = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        n, h, w, _ = ids.shape
         return ids.view(n, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
+
+    def _subpixel_ids(self, y: Tensor) -> Tensor:
+        """``(N, h, w, 4) uint8``: the class of each sub-pixel from ``(N, 4C, h, w)`` scores (first maximum wins)."""
+        n, _, h, w = y.shape
+        return y.permute(0, 2, 3, 1).reshape(n, h, w, 4, self.classes).max(-1)[1].to(torch.uint8)
 
 
 # ------------------------------------------------------------------------------------------------------- backends
