@@ -80,7 +80,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
-ACCEL_VERSION = 4
+ACCEL_VERSION = 5
 """Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
 
 _STRIP_BYTES = 4 << 20
@@ -428,17 +428,30 @@ class FusedESPNet(nn.Module):
             return self.logits(x).max(1)[1].to(torch.uint8)
         if torch.jit.is_tracing():  # the ONNX export: sizes are traced values; one map, the same labels
             ids = self._subpixel_ids(self._subpixel_logits(x))
-        else:
-            # The last 1x1 convolution writes 4C scores per half-resolution pixel (42 MB for Cityscapes at
-            # 1024x512) that the max reads once: run both strip by strip, so that the scores stay in the cache.
-            # Each pixel's scores are computed as by one whole-map convolution (tests pin equal labels).
-            z = self._classifier_input(x)
-            h, w = int(z.shape[2]), int(z.shape[3])
-            rows = self._strip_rows(w)
-            parts = [self._subpixel_ids(self.classifier(z[:, :, top:top + rows])) for top in range(0, h, rows)]
-            ids = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        n, h, w, _ = ids.shape
-        return ids.view(n, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
+            n, h, w, _ = ids.shape
+            return ids.view(n, h, w, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * h, 2 * w)
+        # The last 1x1 convolution writes 4C scores per half-resolution pixel (42 MB for Cityscapes at 1024x512)
+        # that the max reads once: run both strip by strip, so that the scores stay in the cache.
+        z = self._classifier_input(x)
+        h, w = int(z.shape[2]), int(z.shape[3])
+        rows = self._strip_rows(w)
+        parts = [self._strip_ids(z[:, :, top:top + rows]) for top in range(0, h, rows)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def _strip_ids(self, z: Tensor) -> Tensor:
+        """Class ids ``(N, 2r, 2w) uint8`` of the output rows below a strip ``(N, C_in, r, w)`` of the last input.
+
+        The last 1x1 convolution runs as one matrix product that writes its scores plane by plane,
+        ``(N, 4C, r * w)``, so that the max over the C classes of a sub-pixel reads whole planes, vectorised across
+        pixels, instead of C neighbouring values per pixel (the channels-last scores a convolution writes). Each
+        score is the same dot product over the same ``C_in`` inputs (tests pin equal labels).
+        """
+        n, cin, r, w = z.shape
+        pixels = z.permute(0, 2, 3, 1).reshape(n, r * w, cin)  # a view for channels-last z
+        weight = self.classifier.weight.view(4 * self.classes, cin)
+        scores = torch.matmul(weight, pixels.transpose(1, 2)).view(n, 4, self.classes, r * w)
+        ids = scores.max(2)[1].to(torch.uint8)  # (N, 4, r * w), sub-pixel k = 2 * di + dj
+        return ids.view(n, 2, 2, r, w).permute(0, 3, 1, 4, 2).reshape(n, 2 * r, 2 * w)
 
     def _subpixel_ids(self, y: Tensor) -> Tensor:
         """``(N, h, w, 4) uint8``: the class of each sub-pixel from ``(N, 4C, h, w)`` scores (first maximum wins)."""
