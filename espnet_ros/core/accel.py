@@ -80,7 +80,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
-ACCEL_VERSION = 5
+ACCEL_VERSION = 6
 """Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
 
 _STRIP_BYTES = 4 << 20
@@ -227,6 +227,18 @@ class _ConvPReLU(nn.Module):
         return F.prelu(_call(self.conv, x), self.slope)
 
 
+def _unfused(t: Tensor) -> Tensor:
+    """``t`` itself; while compiling, through an exact no-op (two negations) that Inductor fuses into the next kernel.
+
+    Inductor rewrites ``conv(x) + other`` as a convolution with a sum post-op. In an ESP module every partial sum of
+    the pyramid is also a part of the concat, so that rewrite computes each sum out of place and then copies all of
+    them into the concat (4 copies per module). Seen through this no-op, the convolutions stay plain and the sums,
+    the concat, the residual and the closing batch norm + PReLU become one kernel: 93.6 -> 86.8 ms per Cityscapes
+    pass (docs/performance.md), the same values bit for bit (negation is exact). Eager runs skip it.
+    """
+    return torch.neg(torch.neg(t)) if torch.compiler.is_compiling() else t
+
+
 class _FusedESP(nn.Module):
     """An ESP module (strided or not, residual or not) with its closing batch norm as one multiply-add."""
 
@@ -247,10 +259,10 @@ class _FusedESP(nn.Module):
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         r = _call(self.c1, x)
-        a1 = self.d2(r)
-        a2 = a1 + self.d4(r)
-        a3 = a2 + self.d8(r)
-        a4 = a3 + self.d16(r)
+        a1 = _unfused(self.d2(r))
+        a2 = a1 + _unfused(self.d4(r))
+        a3 = a2 + _unfused(self.d8(r))
+        a4 = a3 + _unfused(self.d16(r))
         y = torch.cat([self.d1(r), a1, a2, a3, a4], 1)
         if self.residual:
             assert isinstance(x, Tensor)
