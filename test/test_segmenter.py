@@ -191,3 +191,22 @@ def test_bad_constructor_arguments(weights_dir: Path) -> None:
         Segmenter("camvid", weights_dir=weights_dir, output_size="half")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="multiples of 8"):
         Segmenter("camvid", weights_dir=weights_dir, network_size=(481, 360))
+
+
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_preprocess_of_a_double_size_frame_in_strips_equals_the_whole_frame_resize(
+    segmenter: Segmenter, frames: list[NDArray[np.uint8]], order: str
+) -> None:
+    """Frames of exactly twice the input size are preprocessed strip by strip; the values equal the whole-frame path."""
+    w, h = segmenter.input_size
+    pre = segmenter.preset.preprocessing
+    for frame in frames:
+        big = np.ascontiguousarray(cv2.resize(frame, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST))
+        if order == "rgb":
+            big = np.ascontiguousarray(big[:, :, ::-1])
+        got = segmenter.preprocess([big], [order])[0].permute(1, 2, 0).numpy()  # type: ignore[list-item]
+        bgr = big[:, :, ::-1] if order == "rgb" else big
+        whole = cv2.resize(bgr.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        want = torch.addcmul(segmenter._offset_hwc, torch.from_numpy(whole), segmenter._gain_hwc).numpy()
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got.transpose(2, 0, 1), pre.apply_numpy(bgr, (w, h)), atol=2e-6)
