@@ -242,7 +242,8 @@ class Segmenter:
 
         The batch is channels-last: each frame is converted to float once, resized with OpenCV's bilinear filter
         (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through the per-channel
-        affine map straight into its slot of the batch. (On CUDA, :class:`GpuPipeline` does all of this.)
+        affine map straight into its slot of the batch; a frame of exactly twice the input size goes through strip by
+        strip (the same values). (On CUDA, :class:`GpuPipeline` does all of this.)
         """
         self._cpu_backend()
         w, h = self.input_size
