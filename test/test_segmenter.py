@@ -12,7 +12,14 @@ import torch
 from numpy.typing import NDArray
 
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageError
-from espnet_ros.core.segmenter import DeviceError, Segmenter, resize_labels, resolve_device, validate_image
+from espnet_ros.core.segmenter import (
+    ColorOrder,
+    DeviceError,
+    Segmenter,
+    resize_labels,
+    resolve_device,
+    validate_image,
+)
 from espnet_ros.core.weights import CITYSCAPES_PREPROCESSING, Preprocessing
 
 
@@ -195,16 +202,16 @@ def test_bad_constructor_arguments(weights_dir: Path) -> None:
 
 @pytest.mark.parametrize("order", ["bgr", "rgb"])
 def test_preprocess_of_a_double_size_frame_in_strips_equals_the_whole_frame_resize(
-    segmenter: Segmenter, frames: list[NDArray[np.uint8]], order: str
+    segmenter: Segmenter, frames: list[NDArray[np.uint8]], order: ColorOrder
 ) -> None:
     """Frames of exactly twice the input size are preprocessed strip by strip; the values equal the whole-frame path."""
     w, h = segmenter.input_size
     pre = segmenter.preset.preprocessing
     for frame in frames:
-        big = np.ascontiguousarray(cv2.resize(frame, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST))
+        big = np.ascontiguousarray(cv2.resize(frame, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST), np.uint8)
         if order == "rgb":
             big = np.ascontiguousarray(big[:, :, ::-1])
-        got = segmenter.preprocess([big], [order])[0].permute(1, 2, 0).numpy()  # type: ignore[list-item]
+        got = segmenter.preprocess([big], [order])[0].permute(1, 2, 0).numpy()
         bgr = big[:, :, ::-1] if order == "rgb" else big
         whole = cv2.resize(bgr.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         want = torch.addcmul(segmenter._offset_hwc, torch.from_numpy(whole), segmenter._gain_hwc).numpy()

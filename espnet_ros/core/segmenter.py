@@ -249,16 +249,14 @@ class Segmenter:
         w, h = self.input_size
         batch = torch.empty((len(images), h, w, 3), dtype=torch.float32)
         for i, (img, order) in enumerate(zip(images, color_orders, strict=True)):
-            if (img.shape[1], img.shape[0]) == (2 * w, 2 * h):
+            size = (img.shape[1], img.shape[0])
+            if size == (2 * w, 2 * h):
                 self._preprocess_half(img, order, batch[i])
-                continue
-            t = torch.from_numpy(img)
-            if (img.shape[1], img.shape[0]) != (w, h):
-                f = t.float().numpy()  # torch converts in parallel; OpenCV resizes float in parallel
-                t = torch.from_numpy(np.asarray(cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR), np.float32))
-            if order == "rgb":
-                t = t.flip(-1)
-            torch.addcmul(self._offset_hwc, t, self._gain_hwc, out=batch[i])
+            elif size != (w, h):
+                # torch converts in parallel; OpenCV resizes float in parallel
+                self._resize_into(torch.from_numpy(img).float().numpy(), order, batch[i])
+            else:
+                self._affine_into(torch.from_numpy(img), order, batch[i])
         return batch.permute(0, 3, 1, 2)
 
     def _preprocess_half(self, img: npt.NDArray[np.uint8], order: ColorOrder, out: torch.Tensor) -> None:
@@ -268,17 +266,26 @@ class Segmenter:
         resize depends on its own two input rows only, so the values are the same bit for bit (tests pin it); the
         float copy of a strip stays in the cache instead of a 24 MB float frame going out to memory and back.
         """
-        h, w = int(out.shape[0]), int(out.shape[1])
+        h = int(out.shape[0])
         rows = _PREPROCESS_STRIP_ROWS
         buf = np.empty((2 * min(rows, h), img.shape[1], 3), np.float32)
         for top in range(0, h, rows):
             n = min(rows, h - top)
             f = buf[:2 * n]
             np.copyto(f, img[2 * top:2 * (top + n)], casting="unsafe")
-            t = torch.from_numpy(np.asarray(cv2.resize(f, (w, n), interpolation=cv2.INTER_LINEAR), np.float32))
-            if order == "rgb":
-                t = t.flip(-1)
-            torch.addcmul(self._offset_hwc, t, self._gain_hwc, out=out[top:top + n])
+            self._resize_into(f, order, out[top:top + n])
+
+    def _resize_into(self, image: npt.NDArray[np.float32], order: ColorOrder, out: torch.Tensor) -> None:
+        """A float image resized to ``out``'s ``(h, w)`` (OpenCV bilinear, the recipe's filter), then the affine map."""
+        h, w = int(out.shape[0]), int(out.shape[1])
+        resized = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+        self._affine_into(torch.from_numpy(resized), order, out)
+
+    def _affine_into(self, image: torch.Tensor, order: ColorOrder, out: torch.Tensor) -> None:
+        """An ``(h, w, 3)`` image in ``order`` through the per-channel affine map into ``out`` (BGR channels)."""
+        if order == "rgb":
+            image = image.flip(-1)
+        torch.addcmul(self._offset_hwc, image, self._gain_hwc, out=out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return logits at the network input resolution."""
