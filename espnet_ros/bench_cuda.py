@@ -51,7 +51,9 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int, device: torch.d
     return times
 
 
-def _model_fps(net: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, graphs: bool) -> float:
+def _model_fps(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int, warmup: int, graphs: bool
+) -> float:
     """Frames per second of the network alone on a preprocessed batch ``x``."""
     device = x.device
     with torch.inference_mode():
@@ -105,13 +107,21 @@ def run_cuda_bench(
     model_batches: Sequence[int] = (1, 8),
     camvid_root: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    compile: bool | None = None,
+    compile_backend: str | Callable[..., object] = "inductor",
 ) -> dict[str, Any]:
-    """Measure the fast GPU path against the eager fp32 baseline in this process; return the JSON record."""
+    """Measure the fast GPU path against the eager fp32 baseline in this process; return the JSON record.
+
+    ``compile`` / ``compile_backend`` go to :class:`GpuPipeline` (default: compiled with Inductor on CUDA). When
+    the fast path is compiled, the record also holds the same path uncompiled (``uncompiled_*``).
+    """
     say = progress or (lambda _msg: None)
     seg = Segmenter(preset, weights_dir=weights_dir, device=device)
     dev = seg.device
     on_cuda = dev.type == "cuda"
-    fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev)
+    fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=compile, compile_backend=compile_backend)
+    # the same path without torch.compile, for the table (what compiling the network gives)
+    plain = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=False) if fast.compiled else None
     baseline = BaselinePipeline(seg.preset, model=seg.model, network_size=seg.input_size, device=dev)
     rec: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if on_cuda else "cpu",
@@ -121,16 +131,8 @@ def run_cuda_bench(
         "frame_size": [int(images[0].shape[1]), int(images[0].shape[0])],
         "half": fast.half,
         "cuda_graphs": fast.graphs,
+        "compiled": fast.compiled,
     }
-    w, h = seg.input_size
-    say("model only")
-    for b in model_batches:
-        x32 = torch.randn(b, 3, h, w, device=dev) * 0.01
-        xf = x32.half() if fast.half else x32
-        if fast.channels_last:
-            xf = xf.contiguous(memory_format=torch.channels_last)
-        rec[f"model_fps_batch{b}"] = _model_fps(fast._net, xf, repeats, warmup, fast.graphs)
-        rec[f"baseline_model_fps_batch{b}"] = _model_fps(seg.model, x32, max(1, repeats // 4), 2, False)
     frame = images[0]
     size = (int(frame.shape[1]), int(frame.shape[0]))
     say("pipeline, batch 1")
@@ -142,6 +144,27 @@ def run_cuda_bench(
         fast_p95_ms=_pct(fast_t, 0.95),
     )
     rec["speedup"] = rec["baseline_ms"] / rec["fast_ms"]
+    if plain is not None:
+        rec["uncompiled_ms"] = statistics.median(
+            measure(lambda: plain.run([frame], ["bgr"], [size]), repeats, warmup, dev)
+        )
+    rec["compiled"] = fast.compiled  # false if compiling failed on the way (the log says why)
+    w, h = seg.input_size
+    say("model only")
+    for b in model_batches:
+        x32 = torch.randn(b, 3, h, w, device=dev) * 0.01
+        xf = x32.half() if fast.half else x32
+        if fast.channels_last:
+            xf = xf.contiguous(memory_format=torch.channels_last)
+        try:
+            rec[f"model_fps_batch{b}"] = _model_fps(fast.network, xf, repeats, warmup, fast.graphs)
+        except Exception as exc:  # compiling this batch size failed: say so and measure the uncompiled network
+            _log.warning("compiled network failed at batch %d (%s); measuring it uncompiled", b, exc)
+            rec[f"model_compile_error_batch{b}"] = f"{type(exc).__name__}: {exc}"[:500]
+            rec[f"model_fps_batch{b}"] = _model_fps(fast._net, xf, repeats, warmup, fast.graphs)
+        if plain is not None:
+            rec[f"uncompiled_model_fps_batch{b}"] = _model_fps(plain.network, xf, repeats, warmup, plain.graphs)
+        rec[f"baseline_model_fps_batch{b}"] = _model_fps(seg.model, x32, max(1, repeats // 4), 2, False)
     say("label agreement")
     agree = []
     for im in images:
@@ -175,13 +198,17 @@ def format_table(rec: dict[str, Any]) -> str:
     ]
     for key in sorted(k for k in rec if k.startswith("model_fps_batch")):
         b = key.removeprefix("model_fps_batch")
+        plain = rec.get("uncompiled_model_fps_batch" + b)
         rows.append((f"model only, batch {b} (frames/s)",
-                     f"{rec[key]:.0f}  (eager fp32: {rec['baseline_model_fps_batch' + b]:.0f})"))
+                     f"{rec[key]:.0f}" + (f"  (uncompiled: {plain:.0f})" if plain is not None else "")
+                     + f"  (eager fp32: {rec['baseline_model_fps_batch' + b]:.0f})"))
     fw, fh = rec["frame_size"]
     rows += [
         (f"pipeline {fw}x{fh} → ids, batch 1 (ms)",
          f"{rec['fast_ms']:.2f} p50, {rec['fast_p95_ms']:.2f} p95  (eager fp32: {rec['baseline_ms']:.2f})"),
         ("speedup vs eager fp32", f"{rec['speedup']:.1f}x"),
+        ("torch.compile", "yes" + (f" (uncompiled pipeline: {rec['uncompiled_ms']:.2f} ms)"
+                                   if "uncompiled_ms" in rec else "") if rec.get("compiled") else "no"),
         ("label agreement vs fp32", f"{rec['label_agreement']:.5f}"),
     ]
     mc = rec["multi_camera"]
@@ -214,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--camera-size", default="1920x1080")
     ap.add_argument("--camvid", type=Path, default=None, help="CamVid split root (images/, labels/) for the mIoU")
+    ap.add_argument("--no-compile", action="store_true", help="run the fast path without torch.compile")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
@@ -222,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rec = run_cuda_bench(
             args.preset, args.device, frames, weights_dir=args.weights_dir, repeats=args.repeats,
             warmup=args.warmup, cameras=args.cameras, camera_size=(cw, ch), camvid_root=args.camvid,
+            compile=False if args.no_compile else None,
             progress=lambda msg: print(f"… {msg}", file=sys.stderr, flush=True),
         )
     except (EspnetRosError, ValueError) as exc:

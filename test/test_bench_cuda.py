@@ -22,3 +22,18 @@ def test_cuda_bench_runs_on_cpu_and_reports_every_key(weights_dir: object) -> No
     assert rec["multi_camera"]["cameras"] == 3
     assert "speedup vs eager fp32" in format_table(rec)
 
+
+
+def test_cuda_bench_reports_the_uncompiled_path_beside_the_compiled_one(weights_dir: object) -> None:
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)]
+    rec = run_cuda_bench(
+        "camvid", "cpu", frames, weights_dir=str(weights_dir), repeats=1, warmup=1, cameras=2,
+        camera_size=(64, 48), model_batches=(1,), compile=True, compile_backend="eager",
+    )
+    assert rec["compiled"] is True
+    for key in ("uncompiled_ms", "uncompiled_model_fps_batch1", "model_fps_batch1"):
+        assert rec[key] > 0, key
+    assert rec["label_agreement"] == 1.0
+    table = format_table(rec)
+    assert "uncompiled pipeline" in table and "uncompiled:" in table

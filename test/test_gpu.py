@@ -86,6 +86,37 @@ def test_fp32_pipeline_equals_segmenter(camvid: Segmenter, frame: np.ndarray) ->
     assert np.array_equal(outs[1].class_ids, ref_net.class_ids)
 
 
+def test_compiled_network_gives_the_same_labels(camvid: Segmenter, frame: np.ndarray) -> None:
+    # the 'eager' backend traces the network with TorchDynamo as Inductor would, without a C compiler or Triton
+    small = cv2.resize(frame, (480, 360), interpolation=cv2.INTER_AREA)
+    p = _pipeline(camvid, half=False, channels_last=False, compile=True, compile_backend="eager")
+    assert p.compiled and p.network is not p._net
+    out = p.run([small], ["bgr"], [(480, 360)])[0]
+    assert p.compiled
+    assert np.array_equal(out.class_ids, camvid.segment(small).class_ids)
+
+
+def test_a_failing_compiler_falls_back_to_the_uncompiled_network(
+    camvid: Segmenter, frame: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> object:
+        raise RuntimeError("no C compiler on this robot")
+
+    small = cv2.resize(frame, (480, 360), interpolation=cv2.INTER_AREA)
+    p = _pipeline(camvid, half=False, channels_last=False, compile=True, compile_backend=broken)
+    with caplog.at_level("WARNING", logger="espnet_ros.core.gpu"):
+        out = p.run([small], ["bgr"], [(480, 360)])[0]
+    assert not p.compiled and p.network is p._net
+    assert "torch.compile of the network failed" in caplog.text and "no C compiler" in caplog.text
+    assert np.array_equal(out.class_ids, camvid.segment(small).class_ids)
+    again = p.run([small], ["bgr"], [(480, 360)])[0]  # later frames go straight to the uncompiled network
+    assert np.array_equal(again.class_ids, out.class_ids)
+
+
+def test_compile_is_off_by_default_on_the_cpu(camvid: Segmenter) -> None:
+    assert not _pipeline(camvid).compiled
+
+
 def test_half_precision_agrees_with_fp32(frame: np.ndarray) -> None:
     seg = Segmenter("cityscapes", weights_dir=WEIGHTS)
     ref = seg.segment(frame)

@@ -3,19 +3,22 @@
 :class:`GpuPipeline` runs the whole per-frame path on the device: the upload from pinned staging buffers without
 blocking, the weights' preprocessing from uint8 (float resize, per-channel affine), the network in half precision
 with channels-last where asked, argmax (``max(1)[1]``) and the nearest resize to the camera resolution with pixel
-centres aligned, and copies back only uint8 class ids (and confidence when asked). On CUDA the compute is captured
-once per :class:`GraphKey` (batch size, frame shapes, colour orders, outputs) into a CUDA graph and replayed; the
-cache is bounded (least recently used graphs are freed). The same code runs eagerly on the CPU, which is how its
-logic is tested on machines without a GPU. It knows nothing of ROS.
+centres aligned, and copies back only uint8 class ids (and confidence when asked). On CUDA the network is compiled
+with ``torch.compile`` (Inductor fuses each convolution's batch norm, PReLU, the ESP sums and concatenations into a
+few Triton kernels; without Triton, or if compiling fails, the network runs as it is and the log says why), and the
+compute is captured once per :class:`GraphKey` (batch size, frame shapes, colour orders, outputs) into a CUDA graph
+and replayed; the cache is bounded (least recently used graphs are freed). The same code runs eagerly on the CPU,
+which is how its logic is tested on machines without a GPU. It knows nothing of ROS.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,6 +79,7 @@ class _Plan:
     host_out: list[torch.Tensor] = field(default_factory=list)
     host_conf: list[torch.Tensor] = field(default_factory=list)
     graph: torch.cuda.CUDAGraph | None = None
+    warm: bool = False
 
 
 def confidence_u8(logits: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -91,6 +95,15 @@ def nearest_indices(src: int, dst: int) -> npt.NDArray[np.intp]:
     return idx
 
 
+def _reason(exc: BaseException) -> str:
+    """One line naming the root cause of a (possibly wrapped) exception: ``Type: first line of its message``."""
+    # torch's compile errors keep the compiler's own exception as inner_exception (and not always as __cause__)
+    while (inner := getattr(exc, "inner_exception", None) or exc.__cause__) is not None:
+        exc = inner
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class GpuPipeline:
     """Whole-frame segmentation on one torch device, with CUDA graphs cached per :class:`GraphKey`.
 
@@ -103,6 +116,9 @@ class GpuPipeline:
         channels_last: use the channels-last memory format (default: on CUDA).
         graphs: capture and replay CUDA graphs (default: on CUDA; impossible on the CPU).
         max_graphs: how many captured graphs to keep (least recently used are freed).
+        compile: compile the network with ``torch.compile`` (default: on CUDA when Triton is installed). If compiling
+            fails, the network runs uncompiled and a warning says why (:attr:`compiled` turns false).
+        compile_backend: the ``torch.compile`` backend (``inductor``; tests pass others).
     """
 
     def __init__(
@@ -116,6 +132,8 @@ class GpuPipeline:
         channels_last: bool | None = None,
         graphs: bool | None = None,
         max_graphs: int = 8,
+        compile: bool | None = None,
+        compile_backend: str | Callable[..., object] = "inductor",
     ) -> None:
         on_cuda = device.type == "cuda"
         self.device = device
@@ -135,6 +153,13 @@ class GpuPipeline:
         if self.half:
             net = net.half()
         self._net = net
+        self.compiled = (on_cuda and importlib.util.find_spec("triton") is not None) if compile is None else bool(
+            compile
+        )
+        self._network: Callable[[torch.Tensor], torch.Tensor] = net
+        if self.compiled:
+            # one compiled graph per input shape (dynamic=False): each GraphKey's batch is captured once anyway
+            self._network = torch.compile(net, backend=compile_backend, dynamic=False)  # type: ignore[assignment]
         gain, offset = preset.preprocessing.affine()
         self._gain = torch.from_numpy(gain).to(device).view(1, 3, 1, 1)
         self._offset = torch.from_numpy(offset).to(device).view(1, 3, 1, 1)
@@ -201,7 +226,7 @@ class GpuPipeline:
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The captured computation: device uint8 frames → per-frame uint8 ids (and confidence) at output size."""
         x = self.preprocess(frames, key.color_orders)
-        logits = self._net(x)
+        logits = self._network(x)
         if self.preset.output_stride != 1:
             logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
         best, ids = logits.max(1)
@@ -223,6 +248,24 @@ class GpuPipeline:
                 confs.append(resized[1])
         return outs, confs
 
+    @property
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network as it runs: compiled when :attr:`compiled`, else the (float16, channels-last) copy."""
+        return self._network
+
+    def _warm_up(self, frames: list[torch.Tensor], key: GraphKey, times: int) -> None:
+        """Run the computation ``times`` times; if the compiled network fails, fall back to the uncompiled one."""
+        for _ in range(times):
+            try:
+                self.compute(frames, key)
+            except Exception as exc:  # torch.compile raises many kinds (backend, lowering, Triton, C compiler)
+                if not self.compiled:
+                    raise
+                _log.warning("torch.compile of the network failed (%s); running it uncompiled", _reason(exc))
+                self.compiled = False
+                self._network = self._net
+                self.compute(frames, key)
+
     def _new_plan(self, key: GraphKey) -> _Plan:
         pin = self.device.type == "cuda"
         host_in = [torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin) for h, w in key.frame_shapes]
@@ -232,8 +275,8 @@ class GpuPipeline:
             assert self._stream is not None
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._stream), torch.inference_mode():
-                for _ in range(2):  # warm up (cuDNN autotuning, lazy allocations) outside the graph
-                    self.compute(dev_in, key)
+                # warm up (compilation, cuDNN autotuning, lazy allocations) outside the graph
+                self._warm_up(dev_in, key, 2)
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
             graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
@@ -269,6 +312,9 @@ class GpuPipeline:
         with torch.inference_mode():
             if self.device.type != "cuda":
                 frames = [torch.from_numpy(im) for im in images]
+                if self.compiled and not plan.warm:
+                    self._warm_up(frames, key, 1)
+                    plan.warm = True
                 outs, confs = self.compute(frames, key)
                 return [
                     PipelineOutput(o.numpy(), confs[i].numpy() if confs else None) for i, o in enumerate(outs)
@@ -283,6 +329,9 @@ class GpuPipeline:
                 dev_out, dev_conf = plan.dev_out, plan.dev_conf
                 host_out, host_conf = plan.host_out, plan.host_conf
             else:
+                if self.compiled and not plan.warm:
+                    self._warm_up(plan.dev_in, key, 1)
+                    plan.warm = True
                 dev_out, dev_conf = self.compute(plan.dev_in, key)
                 host_out = [torch.empty(t.shape, dtype=torch.uint8, pin_memory=True) for t in dev_out]
                 host_conf = [torch.empty(t.shape, dtype=torch.uint8, pin_memory=True) for t in dev_conf]

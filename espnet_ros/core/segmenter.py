@@ -215,7 +215,8 @@ class Segmenter:
         self._cpu: Backend | None = None
         if self.device.type == "cuda":
             self._gpu = GpuPipeline(self._model, self.preset, self.input_size, self.device, half=half)
-            _log.info("CUDA path on %s: float16=%s, CUDA graphs per batch shape", self.device, self._gpu.half)
+            _log.info("CUDA path on %s: float16=%s, torch.compile=%s, CUDA graphs per batch shape", self.device,
+                      self._gpu.half, self._gpu.compiled)
         else:
             self._cpu = make_backend(backend, self._model, self.preset, self.input_size, device=self.device,
                                      cache=cache_dir, num_threads=num_threads)
