@@ -329,7 +329,9 @@ def test_an_artifact_that_crashes_its_trial_is_never_put_in_place(tmp_path: Path
         cache.load_or_build(toy_key, ".txt", toy.build, toy.load, toy.check,
                             lambda path: trial_in_subprocess(_SEGFAULT, str(path)))
     assert toy.loads == 0  # never loaded in this process
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{toy_key.stem()}.lock"]
+    record = cache.failure_path(toy_key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{toy_key.stem()}.lock", record.name])
+    assert "SIGSEGV" in json.loads(record.read_text())["reason"]
     # a trial that passes is recorded; an artifact built without one (an older version) is rebuilt once
     _, sidecar = cache.paths(toy_key, ".txt")
     assert toy.get(cache, toy_key) == "42" and "load_trial" not in json.loads(sidecar.read_text())
@@ -341,6 +343,30 @@ def test_an_artifact_that_crashes_its_trial_is_never_put_in_place(tmp_path: Path
     for _ in range(2):
         assert cache.load_or_build(toy_key, ".txt", toy.build, toy.load, toy.check, trial) == "42"
     assert toy.builds == 3 and json.loads(sidecar.read_text())["load_trial"] == "passed"  # crashed, old, trialled
+    assert not record.exists()  # a build that worked clears the record of the one that failed
+
+
+def test_a_failed_build_is_recorded_and_not_repeated_unless_asked(tmp_path: Path, toy_key: ArtifactKey) -> None:
+    cache, toy = ArtifactCache(tmp_path), _Toy()
+
+    def broken_build(path: Path) -> None:
+        toy.builds += 1
+        raise RuntimeError("C++ compile error: cannot find -lgomp")
+
+    with pytest.raises(BackendError, match=r"building .* failed \(RuntimeError: C\+\+ compile error"):
+        cache.load_or_build(toy_key, ".txt", broken_build, toy.load, toy.check)
+    assert toy.builds == 1 and "cannot find -lgomp" in (cache.recorded_failure(toy_key) or "")
+    # not retried: the recorded failure comes back at once, naming the record and how to retry
+    with pytest.raises(BackendError, match=r"failed here before: .*cannot find -lgomp.*delete it to try again"):
+        cache.load_or_build(toy_key, ".txt", broken_build, toy.load, toy.check, retry_failed=False)
+    assert toy.builds == 1
+    # a record of another key (another torch, preset, size...) does not count
+    other = ArtifactKey.for_preset("toy", get_preset("camvid"), (240, 184))
+    assert cache.recorded_failure(other) is None
+    # retried (the default): builds again; success clears the record
+    assert toy.get(cache, toy_key) == "42" and toy.builds == 2
+    assert cache.recorded_failure(toy_key) is None and not cache.failure_path(toy_key).exists()
+    assert cache.load_or_build(toy_key, ".txt", broken_build, toy.load, toy.check, retry_failed=False) == "42"
 
 
 def test_auto_falls_back_to_fused_when_compiled_is_unusable(
@@ -365,3 +391,24 @@ def test_auto_falls_back_to_fused_when_compiled_is_unusable(
     monkeypatch.setenv(accel.BACKEND_ENV, "compiled")
     with pytest.raises(BackendError, match="cannot create the cache directory"):
         make_backend("auto", model, p, p.input_size, cache=blocker / "cache")
+
+
+def test_auto_does_not_compile_again_after_a_recorded_failure(
+    weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not compiler_available():
+        pytest.skip("auto is 'fused' already without a C++ compiler")
+    monkeypatch.delenv(accel.BACKEND_ENV, raising=False)
+    p = get_preset("camvid")
+    model = build_model(p, weights_dir)
+    cache = ArtifactCache(tmp_path)
+    key = ArtifactKey.for_preset("aoti", p, p.input_size)
+    # what a start that crashed loading the package leaves behind (as seen on a CUDA build of torch)
+    cache.failure_path(key).write_text(json.dumps({
+        "key": key.fields(), "when": "2026-11-28 14:20:00 UTC",
+        "reason": "freshly built x.pt2 crashed the separate process that loaded it (SIGSEGV)"}))
+    with caplog.at_level("WARNING", logger=accel.__name__):
+        backend = make_backend("auto", model, p, p.input_size, cache=tmp_path)
+    assert backend.name == "fused"
+    assert "failed here before" in caplog.text and "SIGSEGV" in caplog.text and "delete it to try again" in caplog.text
+    assert not cache.paths(key, ".pt2")[0].exists()  # nothing was compiled

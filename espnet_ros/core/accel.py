@@ -16,8 +16,11 @@ keep it in a cache directory (``$ESPNET_ROS_CACHE_DIR``, default ``~/.cache/espn
 derived from everything that could make it stale: preset name and weights sha256, network size, this module's
 graph version, the torch / onnxruntime versions and the CPU's vector ISA. Artifacts are written atomically, built
 under a file lock, hashed, and on every load checked against the eager fused graph on a probe input; a corrupt
-or wrong artifact is deleted and rebuilt, never used. :func:`resolve_backend` picks ``auto``: the fastest exact
-path measured on the CPU (see docs/performance.md).
+or wrong artifact is deleted and rebuilt, never used. A build that fails (the compiler, or a fresh artifact that
+crashes or fails its trial, load or check) is recorded beside it (``<name>.failed.json``); ``auto`` then takes
+``fused`` at once on later starts instead of compiling again, while a backend asked for by name always builds
+again. :func:`resolve_backend` picks ``auto``: the fastest exact path measured on the CPU (see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -647,6 +650,30 @@ class ArtifactCache:
         stem = key.stem()
         return self.root / f"{stem}{suffix}", self.root / f"{stem}.json"
 
+    def failure_path(self, key: ArtifactKey) -> Path:
+        """Where a failed build of ``key`` is recorded (see :meth:`load_or_build`'s ``retry_failed``)."""
+        return self.root / f"{key.stem()}.failed.json"
+
+    def recorded_failure(self, key: ArtifactKey) -> str | None:
+        """Why the last build of ``key`` here failed, with when and where it is recorded; ``None`` if it did not."""
+        record = self.failure_path(key)
+        try:
+            meta = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("key") != key.fields():
+            return None
+        return f"{meta.get('reason', 'unknown reason')} (recorded {meta.get('when', '?')} in {record}; delete it to " \
+               "try again)"
+
+    def _record_failure(self, key: ArtifactKey, reason: str) -> None:
+        record = self.failure_path(key)
+        meta = {"key": key.fields(), "reason": reason, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        with contextlib.suppress(OSError):  # the failure itself is raised either way
+            tmp = record.with_name(f".{record.name}.tmp")
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            os.replace(tmp, record)
+
     @contextlib.contextmanager
     def _lock(self, key: ArtifactKey) -> Iterator[None]:
         lock_path = self.root / f"{key.stem()}.lock"
@@ -704,6 +731,8 @@ class ArtifactCache:
         load: Callable[[Path], T],
         check: Callable[[T], str | None],
         trial: Callable[[Path], str | None] | None = None,
+        *,
+        retry_failed: bool = True,
     ) -> T:
         """Return the loaded artifact of ``key``, building it with ``build(path)`` first if needed.
 
@@ -712,8 +741,13 @@ class ArtifactCache:
         :func:`trial_in_subprocess`) and returns ``None`` or why it failed; only an artifact that passed it is put in
         place, and the sidecar records that (artifacts without that record are rebuilt).
 
+        A build that fails (``build`` raises, or the fresh artifact fails its trial, load or check) is recorded next
+        to where the artifact would be (:meth:`failure_path`, with the reason and the time). With
+        ``retry_failed=False`` a recorded failure of the same key is raised again at once instead of building again
+        (a build can take minutes and fail the same way on every start); a later successful build clears it.
+
         Raises:
-            BackendError: the folder is not writable, or a freshly built artifact fails to load or check.
+            BackendError: the folder is not writable, a build fails, or (``retry_failed=False``) one failed before.
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -722,53 +756,80 @@ class ArtifactCache:
                                "writable folder") from exc
         artifact, sidecar = self.paths(key, suffix)
         with self._lock(key):
-            why = self._valid_sidecar(key, artifact, sidecar, trialled=trial is not None)
-            if why is None:
-                try:
-                    obj = load(artifact)
-                    why = check(obj)
-                except Exception as exc:  # a damaged artifact can fail in any way inside torch / onnxruntime
-                    why = f"cannot load it ({type(exc).__name__}: {exc})"
-                if why is None:
-                    _log.info("using cached %s", artifact)
-                    return obj
-                _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
-                self._remove(artifact, sidecar)
-            elif why != "not built yet":
-                _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
-                self._remove(artifact, sidecar)
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{key.stem()}-", dir=self.root))
+            if not retry_failed and (failed := self.recorded_failure(key)) is not None:
+                raise BackendError(f"building {artifact.name} failed here before: {failed}")
             try:
-                tmp_artifact = tmp_dir / artifact.name
-                t0 = time.monotonic()
-                build(tmp_artifact)
-                meta: dict[str, Any] = {"key": key.fields(), "sha256": _file_sha256(tmp_artifact),
-                                        "built_s": round(time.monotonic() - t0, 1)}
-                if trial is not None:
-                    failed = trial(tmp_artifact)
-                    if failed is not None:
-                        raise BackendError(f"freshly built {artifact.name} {failed}; torch {torch.__version__}: "
-                                           "please report this; use backend 'fused' meanwhile")
-                    meta["load_trial"] = "passed"
-                tmp_sidecar = tmp_dir / sidecar.name
-                tmp_sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True))
-                os.replace(tmp_artifact, artifact)
-                os.replace(tmp_sidecar, sidecar)
-            finally:
-                self._remove(tmp_dir)
-            _log.info("built %s in %.1f s", artifact, meta["built_s"])
-            self._prune_older(key, suffix)
+                obj = self._load_or_build(key, artifact, sidecar, suffix, build, load, check, trial)
+            except BackendError as exc:
+                self._record_failure(key, str(exc))
+                raise
+            self._remove(self.failure_path(key))
+            return obj
+
+    def _load_or_build(
+        self,
+        key: ArtifactKey,
+        artifact: Path,
+        sidecar: Path,
+        suffix: str,
+        build: Callable[[Path], None],
+        load: Callable[[Path], T],
+        check: Callable[[T], str | None],
+        trial: Callable[[Path], str | None] | None,
+    ) -> T:
+        """:meth:`load_or_build` under the lock; any failure of a fresh build is a :class:`BackendError`."""
+        why = self._valid_sidecar(key, artifact, sidecar, trialled=trial is not None)
+        if why is None:
             try:
                 obj = load(artifact)
-            except Exception as exc:
-                self._remove(artifact, sidecar)
-                raise BackendError(f"freshly built {artifact} cannot be loaded: {exc}") from exc
-            why = check(obj)
-            if why is not None:
-                self._remove(artifact, sidecar)
-                raise BackendError(f"freshly built {artifact} computes wrong labels ({why}); please report this with "
-                                   f"your torch version ({torch.__version__}); use backend 'fused' meanwhile")
-            return obj
+                why = check(obj)
+            except Exception as exc:  # a damaged artifact can fail in any way inside torch / onnxruntime
+                why = f"cannot load it ({type(exc).__name__}: {exc})"
+            if why is None:
+                _log.info("using cached %s", artifact)
+                return obj
+            _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
+            self._remove(artifact, sidecar)
+        elif why != "not built yet":
+            _log.warning("cached artifact %s is unusable: %s; rebuilding it", artifact, why)
+            self._remove(artifact, sidecar)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{key.stem()}-", dir=self.root))
+        try:
+            tmp_artifact = tmp_dir / artifact.name
+            t0 = time.monotonic()
+            try:
+                build(tmp_artifact)
+            except Exception as exc:  # a compiler can fail in many ways (lowering, C++ compiler, linker)
+                raise BackendError(f"building {artifact.name} failed ({type(exc).__name__}: "
+                                   f"{str(exc).strip()[:300]}); torch {torch.__version__}: please report this; "
+                                   "use backend 'fused' meanwhile") from exc
+            meta: dict[str, Any] = {"key": key.fields(), "sha256": _file_sha256(tmp_artifact),
+                                    "built_s": round(time.monotonic() - t0, 1)}
+            if trial is not None:
+                failed = trial(tmp_artifact)
+                if failed is not None:
+                    raise BackendError(f"freshly built {artifact.name} {failed}; torch {torch.__version__}: "
+                                       "please report this; use backend 'fused' meanwhile")
+                meta["load_trial"] = "passed"
+            tmp_sidecar = tmp_dir / sidecar.name
+            tmp_sidecar.write_text(json.dumps(meta, indent=1, sort_keys=True))
+            os.replace(tmp_artifact, artifact)
+            os.replace(tmp_sidecar, sidecar)
+        finally:
+            self._remove(tmp_dir)
+        _log.info("built %s in %.1f s", artifact, meta["built_s"])
+        self._prune_older(key, suffix)
+        try:
+            obj = load(artifact)
+        except Exception as exc:
+            self._remove(artifact, sidecar)
+            raise BackendError(f"freshly built {artifact} cannot be loaded: {exc}") from exc
+        why = check(obj)
+        if why is not None:
+            self._remove(artifact, sidecar)
+            raise BackendError(f"freshly built {artifact} computes wrong labels ({why}); please report this with "
+                               f"your torch version ({torch.__version__}); use backend 'fused' meanwhile")
+        return obj
 
 
 def _probe(network_size: tuple[int, int]) -> Tensor:
@@ -833,7 +894,7 @@ class CompiledBackend(Backend):
     name = "compiled"
 
     def __init__(self, fused: FusedESPNet, preset: WeightsPreset, network_size: tuple[int, int],
-                 cache: ArtifactCache) -> None:
+                 cache: ArtifactCache, *, retry_failed: bool = True) -> None:
         if not compiler_available():
             raise BackendError("backend 'compiled' needs a C++ compiler (g++ or clang++) for AOTInductor; install "
                                "one (apt install g++) or use backend 'fused'")
@@ -862,7 +923,7 @@ class CompiledBackend(Backend):
         def trial(path: Path) -> str | None:
             return trial_in_subprocess(_AOTI_TRIAL, str(path), str(network_size[0]), str(network_size[1]))
 
-        self._runner = cache.load_or_build(self.key, ".pt2", build, load, check, trial)
+        self._runner = cache.load_or_build(self.key, ".pt2", build, load, check, trial, retry_failed=retry_failed)
 
     @staticmethod
     def _call(runner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -992,11 +1053,13 @@ def make_backend(
         return FusedBackend(fused)
     store = ArtifactCache(cache_dir(cache))
     if name == "compiled":
+        # asked for by name (argument or environment): build again even if it failed here before, and raise
+        by_name = _check_name(backend, "") != "auto" or bool(os.environ.get(BACKEND_ENV, "").strip())
         try:
-            return CompiledBackend(fused, preset, network_size, store)
+            return CompiledBackend(fused, preset, network_size, store, retry_failed=by_name)
         except BackendError as exc:
-            if _check_name(backend, "") != "auto" or os.environ.get(BACKEND_ENV, "").strip():
-                raise  # asked for by name: the caller wants to know
+            if by_name:
+                raise  # the caller wants to know
             _log.warning("backend auto: the compiled backend is unusable here (%s); using 'fused' (eager, about "
                          "20%% slower)", exc)
             return FusedBackend(fused)
