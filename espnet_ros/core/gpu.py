@@ -271,6 +271,11 @@ class GpuPipeline:
         host_in = [torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pin) for h, w in key.frame_shapes]
         dev_in = [torch.empty((h, w, 3), dtype=torch.uint8, device=self.device) for h, w in key.frame_shapes]
         plan = _Plan(host_in=host_in, dev_in=dev_in)
+        if self.compiled:
+            w, h = self.network_size
+            _log.info("new frame shapes %s: preparing a CUDA graph; the network is compiled for input (%d, 3, %d, %d) "
+                      "unless it was already (once per batch size; can take a minute)", list(key.frame_shapes),
+                      key.batch, h, w)
         if self.graphs:
             assert self._stream is not None
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
