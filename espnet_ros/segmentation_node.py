@@ -316,6 +316,7 @@ class SegmentationNode(Node):
                     output_size="input" if config.output_resolution == "camera" else "network",
                     num_threads=config.num_threads or None,
                     backend=config.backend,
+                    half=config.gpu_precision == "float16",
                 ))
             except BaseException as exc:  # handed to __init__, which reports it
                 built.set_exception(exc)

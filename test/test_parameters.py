@@ -37,6 +37,7 @@ def test_defaults_work_on_a_cpu_machine() -> None:
     assert (c.preset, c.device, c.output_resolution, c.cameras) == ("cityscapes", "auto", "camera", ("image",))
     assert c.drivable_ids == (0,) and c.input_qos == "sensor_data" and c.image_transport == "raw"
     assert config_from_values({"preset": "camvid"}).drivable_ids == (3,)  # "road" is CamVid's "Road"
+    assert c.gpu_precision == "float16" and config_from_values({"gpu_precision": "Float32"}).gpu_precision == "float32"
 
 
 def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
@@ -74,6 +75,7 @@ def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
         ({"cameras": ["/a/ima ge"]}, ["invalid topic name"]),
         ({"num_threads": -1}, ["num_threads"]),
         ({"backend": "tensorrt"}, ["backend='tensorrt'", "onnxruntime"]),
+        ({"gpu_precision": "int8"}, ["gpu_precision='int8'", "float16", "float32"]),
         ({"colour": "blue"}, ["unknown parameter", "colour"]),
     ],
 )
