@@ -109,19 +109,23 @@ def run_cuda_bench(
     progress: Callable[[str], None] | None = None,
     compile: bool | None = None,
     compile_backend: str | Callable[..., object] = "inductor",
+    half: bool | None = None,
 ) -> dict[str, Any]:
     """Measure the fast GPU path against the eager fp32 baseline in this process; return the JSON record.
 
-    ``compile`` / ``compile_backend`` go to :class:`GpuPipeline` (default: compiled with Inductor on CUDA). When
+    ``compile`` / ``compile_backend`` / ``half`` go to :class:`GpuPipeline` (default: float16, compiled with
+    Inductor on CUDA; the uncompiled comparison uses the same precision). When
     the fast path is compiled, the record also holds the same path uncompiled (``uncompiled_*``).
     """
     say = progress or (lambda _msg: None)
     seg = Segmenter(preset, weights_dir=weights_dir, device=device)
     dev = seg.device
     on_cuda = dev.type == "cuda"
-    fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=compile, compile_backend=compile_backend)
+    fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=compile, compile_backend=compile_backend,
+                       half=half)
     # the same path without torch.compile, for the table (what compiling the network gives)
-    plain = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=False) if fast.compiled else None
+    plain = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=False, half=fast.half) \
+        if fast.compiled else None
     baseline = BaselinePipeline(seg.preset, model=seg.model, network_size=seg.input_size, device=dev)
     rec: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if on_cuda else "cpu",
@@ -130,6 +134,7 @@ def run_cuda_bench(
         "input_size": list(seg.input_size),
         "frame_size": [int(images[0].shape[1]), int(images[0].shape[0])],
         "half": fast.half,
+        "channels_last": fast.channels_last,
         "cuda_graphs": fast.graphs,
         "compiled": fast.compiled,
     }
@@ -195,6 +200,8 @@ def format_table(rec: dict[str, Any]) -> str:
     rows = [
         ("device", rec["device"]),
         ("preset / network input", f"{rec['preset']} / {rec['input_size'][0]}x{rec['input_size'][1]}"),
+        ("fast path's network", ("float16" if rec["half"] else "float32")
+         + (", channels-last" if rec.get("channels_last") else ", NCHW")),
     ]
     for key in sorted(k for k in rec if k.startswith("model_fps_batch")):
         b = key.removeprefix("model_fps_batch")
@@ -242,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--camera-size", default="1920x1080")
     ap.add_argument("--camvid", type=Path, default=None, help="CamVid split root (images/, labels/) for the mIoU")
     ap.add_argument("--no-compile", action="store_true", help="run the fast path without torch.compile")
+    ap.add_argument("--precision", choices=("float16", "float32"), default="float16",
+                    help="the fast path's network arithmetic (float32 runs NCHW)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
@@ -250,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rec = run_cuda_bench(
             args.preset, args.device, frames, weights_dir=args.weights_dir, repeats=args.repeats,
             warmup=args.warmup, cameras=args.cameras, camera_size=(cw, ch), camvid_root=args.camvid,
-            compile=False if args.no_compile else None,
+            compile=False if args.no_compile else None, half=args.precision == "float16",
             progress=lambda msg: print(f"… {msg}", file=sys.stderr, flush=True),
         )
     except (EspnetRosError, ValueError) as exc:

@@ -20,7 +20,7 @@ def test_cuda_bench_runs_on_cpu_and_reports_every_key(weights_dir: object) -> No
     assert rec["device"] == "cpu" and rec["half"] is False and rec["cuda_graphs"] is False
     assert rec["label_agreement"] == 1.0  # fp32 on the CPU: the fast path is the baseline's maths
     assert rec["multi_camera"]["cameras"] == 3
-    assert "speedup vs eager fp32" in format_table(rec)
+    assert "speedup vs eager fp32" in format_table(rec) and "float32, NCHW" in format_table(rec)
 
 
 
