@@ -251,7 +251,7 @@ class GpuPipeline:
 
     @property
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The network as it runs: compiled when :attr:`compiled`, else the (float16, channels-last) copy."""
+        """The network as it runs: compiled when :attr:`compiled`, else the device copy (precision and layout set)."""
         return self._network
 
     def _warm_up(self, frames: list[torch.Tensor], key: GraphKey, times: int) -> None:
@@ -274,9 +274,8 @@ class GpuPipeline:
         plan = _Plan(host_in=host_in, dev_in=dev_in)
         if self.compiled:
             w, h = self.network_size
-            _log.info("new frame shapes %s: preparing a CUDA graph; the network is compiled for input (%d, 3, %d, %d) "
-                      "unless it was already (once per batch size; can take a minute)", list(key.frame_shapes),
-                      key.batch, h, w)
+            _log.info("new frame shapes %s: the network is compiled for input (%d, 3, %d, %d) unless it was "
+                      "already (once per batch size; can take a minute)", list(key.frame_shapes), key.batch, h, w)
         if self.graphs:
             assert self._stream is not None
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
