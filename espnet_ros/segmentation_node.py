@@ -796,6 +796,7 @@ class SegmentationNode(Node):
         sizes = dict(sorted(self.segmenter.forward_batch_sizes.items()))
         summary = {
             "device": str(self.segmenter.device),
+            "inference": self.segmenter.inference_path,
             "preset": config.preset,
             "output resolution": config.output_resolution,
             "cameras": len(self._cameras),

@@ -397,6 +397,7 @@ def test_diagnostics_report_rates_latency_and_a_stall(ros_context: Context) -> N
         node_status = next(s for m in diags for s in m.status if s.name.endswith(": segmentation"))
         summary = {kv.key: kv.value for kv in node_status.values}
         assert summary["device"] == "cpu" and summary["preset"] == "camvid"
+        assert summary["inference"] == f"CPU backend {h.node.segmenter.backend}"
         assert summary["forward passes by batch size"].startswith("1: ")
     finally:
         h.close()

@@ -227,6 +227,15 @@ class Segmenter:
         self.flush_denormals: bool = bool(flush_denormals) and self._cpu is not None and self.backend != "eager"
 
     @property
+    def inference_path(self) -> str:
+        """What computes the labels, in words (for logs and diagnostics), e.g. ``CPU backend compiled``."""
+        if self._gpu is not None:
+            return (f"CUDA pipeline ({'float16' if self._gpu.half else 'float32'}, "
+                    f"{'compiled' if self._gpu.compiled else 'uncompiled'}, "
+                    f"{'CUDA graphs' if self._gpu.graphs else 'no graphs'})")
+        return f"CPU backend {self.backend}"
+
+    @property
     def model(self) -> torch.nn.Module:
         """The underlying network (eval mode)."""
         return self._model
