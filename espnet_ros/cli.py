@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--grid-range", type=float, default=None, metavar="M",
                       help="the square grid reaches this many metres from its origin in every direction, and ground "
                            "farther than this from the point below the camera is not mapped (default: 20)")
+    grid.add_argument("--grid-void", choices=("unknown", "obstacle"), default="unknown",
+                      help="void / unlabelled pixels (the ego vehicle's hood in Cityscapes) count neither way "
+                           "(unknown, the default) or as non-drivable (obstacle), as the node's grid_void")
     _add_common(seg)
     seg.set_defaults(func=_cmd_segment)
 
@@ -284,7 +287,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 fx, fy, cx, cy = intrinsics or (width, width, (width - 1) / 2, (height - 1) / 2)
                 camera = CameraModel.pinhole(width, height, fx, fy, cx, cy)
                 projector = projectors.get(camera, pose, spec, result.output_size)
-                _write_image(base.with_name(f"{frame.stem}.grid.png"), render_grid(projector.grid(mask)))
+                labels = preset.label_set
+                unknown = labels.mask_lut([labels.ignore_id]) if args.grid_void == "unknown" else None
+                _write_image(base.with_name(f"{frame.stem}.grid.png"),
+                             render_grid(projector.grid(ids, renderer.mask_lut, unknown)))
             count += 1
             bar.update(1)
     if not args.quiet:

@@ -301,7 +301,8 @@ class GroundOutputs:
 
     def process(self, header: Header, class_ids: npt.NDArray[np.uint8], drivable_lut: npt.ArrayLike | None,
                 camera: CameraInfo | CameraModel, pose: CameraPose, *, want_grid: bool = True,
-                want_points: bool = True) -> tuple[OccupancyGrid | None, PointCloud2 | None]:
+                want_points: bool = True,
+                unknown_lut: npt.ArrayLike | None = None) -> tuple[OccupancyGrid | None, PointCloud2 | None]:
         """Grid and obstacle-point messages for one segmentation.
 
         Args:
@@ -311,6 +312,8 @@ class GroundOutputs:
             camera: the CameraInfo message (or model) of the image, at any resolution.
             pose: the optical frame in ``grid_frame``.
             want_grid, want_points: skip what nobody subscribes to.
+            unknown_lut: ``(256,)`` table, non-zero for class ids that count as unseen (e.g. void), or ``None``
+                (see :meth:`GroundProjector.grid`).
 
         Returns:
             ``(OccupancyGrid or None, PointCloud2 or None)``.
@@ -321,8 +324,8 @@ class GroundOutputs:
         if ids.ndim != 2:
             raise ValueError(f"class_ids must be a 2-D (H, W) array, got shape {ids.shape}")
         projector = self.projector(camera, pose, (ids.shape[1], ids.shape[0]))
-        grid_msg = (occupancy_grid_msg(header, projector.grid(ids, drivable_lut), self.spec, self.grid_frame)
-                    if want_grid else None)
-        cloud_msg = (point_cloud_msg(header, projector.obstacle_points(ids, drivable_lut), self.grid_frame)
-                     if want_points else None)
+        grid_msg = (occupancy_grid_msg(header, projector.grid(ids, drivable_lut, unknown_lut), self.spec,
+                                       self.grid_frame) if want_grid else None)
+        cloud_msg = (point_cloud_msg(header, projector.obstacle_points(ids, drivable_lut, unknown_lut),
+                                     self.grid_frame) if want_points else None)
         return grid_msg, cloud_msg

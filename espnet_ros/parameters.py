@@ -241,6 +241,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True, int_range=(1, 32),
     ),
     ParamSpec(
+        "grid_void", "unknown", ParameterType.PARAMETER_STRING,
+        "What pixels of the void / unlabelled class mean for drivable_grid and obstacle_points: unknown (they count "
+        "neither as drivable nor as not; a cell seen only by them stays -1, and the points walk over them) or "
+        "obstacle (non-drivable). The Cityscapes networks label the ego vehicle's hood void, which would otherwise "
+        "put occupied cells right in front of the camera." + _RESTART,
+        read_only=True, constraints="unknown or obstacle",
+    ),
+    ParamSpec(
         "camera_pose_source", "parameters", ParameterType.PARAMETER_STRING,
         "Where the camera pose in grid_frame comes from: parameters (camera_mount, the same for every camera) or "
         "tf (the transform from each image's header.frame_id, its optical frame, to grid_frame at the image's "
@@ -299,6 +307,7 @@ class NodeConfig:
     grid_resolution: float = 0.1
     grid_range: float = 20.0
     grid_min_pixels: int = 3
+    grid_void: str = "unknown"
     camera_pose_source: PoseSourceName = "parameters"
     camera_mount: tuple[float, float, float, float, float, float] = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
     camera_intrinsics: tuple[float, ...] = ()
@@ -500,6 +509,9 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     min_pixels = v["grid_min_pixels"]
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or not 1 <= min_pixels <= 32:
         raise ParameterError(f"parameter grid_min_pixels={min_pixels!r}; use an integer in 1..32 (default 3)")
+    grid_void = _as_str("grid_void", v["grid_void"]).lower()
+    if grid_void not in ("unknown", "obstacle"):
+        raise ParameterError(f"parameter grid_void={grid_void!r}; use unknown (default) or obstacle")
     pose_source = _as_str("camera_pose_source", v["camera_pose_source"]).lower()
     if pose_source not in ("parameters", "tf"):
         raise ParameterError(f"parameter camera_pose_source={pose_source!r}; use parameters (camera_mount) or tf")
@@ -527,6 +539,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         grid_resolution=grid_resolution,
         grid_range=grid_range,
         grid_min_pixels=int(min_pixels),
+        grid_void=grid_void,
         camera_pose_source=pose_source,  # type: ignore[arg-type]
         camera_mount=_camera_mount(v["camera_mount"]),
         camera_intrinsics=_camera_intrinsics(v["camera_intrinsics"]),

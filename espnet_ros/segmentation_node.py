@@ -726,8 +726,11 @@ class SegmentationNode(Node):
             model = self._camera_model(cam, config, (image.shape[1], image.shape[0]))
             pose = self._pose_source_for(config).pose(header.frame_id, header.stamp)
             builds = cam.ground.cache.misses
+            labels = self.segmenter.labels
+            unknown_lut = labels.mask_lut([labels.ignore_id]) if config.grid_void == "unknown" else None
             grid_msg, cloud_msg = cam.ground.process(header, result.class_ids, self._renderer.mask_lut, model, pose,
-                                                     want_grid=want_grid, want_points=want_points)
+                                                     want_grid=want_grid, want_points=want_points,
+                                                     unknown_lut=unknown_lut)
         except _NoCameraModelError as exc:
             self._skip_ground(cam, "no_camera_model", str(exc))
             return 0

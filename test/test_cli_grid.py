@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from espnet_ros.cli import main
 from espnet_ros.core.geometry import CameraModel, CameraPose, GridSpec, GroundProjector, render_grid
+from espnet_ros.core.labels import CITYSCAPES
 
 PRESET = "cityscapes-c-p2q3"
 UNKNOWN_BGR = (64, 64, 64)
@@ -36,8 +37,17 @@ def street(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Path:
 
 def expected_picture(drivable: NDArray[np.uint8], camera: CameraModel, pose: CameraPose,
                      spec: GridSpec) -> NDArray[np.uint8]:
+    """The picture of ``--grid-void obstacle``: every non-drivable pixel of the 0/255 mask counts."""
     grid = GroundProjector(camera, pose, spec, (drivable.shape[1], drivable.shape[0])).grid(drivable)
     return render_grid(grid)
+
+
+def expected_picture_void_unknown(labels: NDArray[np.uint8], camera: CameraModel, pose: CameraPose,
+                                  spec: GridSpec) -> NDArray[np.uint8]:
+    """The picture of the default ``--grid-void unknown``: void pixels (the bonnet) count neither way."""
+    projector = GroundProjector(camera, pose, spec, (labels.shape[1], labels.shape[0]))
+    return render_grid(projector.grid(labels, CITYSCAPES.mask_lut(CITYSCAPES.default_drivable),
+                                      CITYSCAPES.mask_lut([CITYSCAPES.ignore_id])))
 
 
 def test_grid_png_with_the_documented_defaults(street: Path, weights_dir: Path, tmp_path: Path) -> None:
@@ -48,10 +58,14 @@ def test_grid_png_with_the_documented_defaults(street: Path, weights_dir: Path, 
         f"street.{o}" for o in ("labels.png", "color.png", "overlay.jpg", "drivable.png", "grid.png"))
     picture = imread(tmp_path / "street.grid.png")
     assert picture.shape == (400, 400, 3)  # 20 m each way at 0.1 m, one pixel per cell
-    drivable = imread(tmp_path / "street.drivable.png")
+    drivable, labels = imread(tmp_path / "street.drivable.png"), imread(tmp_path / "street.labels.png")
     camera = CameraModel.pinhole(1024, 512, 1024.0, 1024.0, 511.5, 255.5)
-    np.testing.assert_array_equal(
-        picture, expected_picture(drivable, camera, CameraPose.from_body_rpy(0.0, 0.0, 1.5), GridSpec()))
+    pose = CameraPose.from_body_rpy(0.0, 0.0, 1.5)
+    np.testing.assert_array_equal(picture, expected_picture_void_unknown(labels, camera, pose, GridSpec()))
+    # the bonnet (void) no longer paints occupied cells just ahead of the camera: they are unknown instead
+    as_obstacle = expected_picture(drivable, camera, pose, GridSpec())
+    changed = (picture != as_obstacle).any(axis=2)
+    assert changed.sum() > 50 and (picture[changed] == UNKNOWN_BGR).all(axis=1).mean() > 0.5
     # Forward is up, the grid origin (the camera) in the middle: behind it nothing is seen, ahead the road is free.
     unknown = (picture == UNKNOWN_BGR).all(axis=2)
     assert unknown[200:].all()
@@ -63,7 +77,8 @@ def test_grid_png_with_the_documented_defaults(street: Path, weights_dir: Path, 
 def test_grid_options_set_the_camera_and_the_grid(street: Path, weights_dir: Path, tmp_path: Path) -> None:
     rc = main(["-q", "segment", str(street), "--preset", PRESET, "--out", str(tmp_path), "--weights-dir",
                str(weights_dir), "--output-size", "network", "--grid", "--camera-intrinsics", "900,880,500,250",
-               "--camera-mount=-0.5,0.2,2.0,0,0.12,0.05", "--grid-resolution", "0.25", "--grid-range", "15"])
+               "--camera-mount=-0.5,0.2,2.0,0,0.12,0.05", "--grid-resolution", "0.25", "--grid-range", "15",
+               "--grid-void", "obstacle"])
     assert rc == 0
     picture = imread(tmp_path / "street.grid.png")
     assert picture.shape == (120, 120, 3)

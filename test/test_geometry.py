@@ -499,6 +499,47 @@ def test_shares_are_rounded_percentages_and_min_pixels_applies() -> None:
             assert grid[jj, ii] == math.floor(100 * blocked + 0.5)
 
 
+def test_unknown_classes_count_neither_way_in_cells_and_columns() -> None:
+    camera = CameraModel.pinhole(200, 100, 40.0, 40.0, 99.5, 49.5)  # about 100 pixels per cell
+    pose = CameraPose(0.0, 0.0, 2.0, roll=math.pi, pitch=0.0, yaw=-math.pi / 2)  # looking straight down
+    spec = GridSpec(resolution=0.5, width=8, height=8, origin_x=-2.0, origin_y=-2.0, min_pixels=3,
+                    max_range=10.0, max_pixels_per_cell=255)
+    projector = GroundProjector(camera, pose, spec)
+    rng = np.random.default_rng(1)
+    ids = rng.choice(np.array([0, 2, 19], np.uint8), size=(100, 200), p=[0.4, 0.3, 0.3])
+    ids[:, 80:120] = 19  # a band seen only as void (like a hood): those cells must become unknown
+    drivable, void = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
+    drivable[0], void[19] = 255, 255
+    grid = projector.grid(ids, drivable, void)
+    pix, gx, gy = projector.ground_pixels()
+    i = np.floor((gx - spec.origin_x) / spec.resolution).astype(int)
+    j = np.floor((gy - spec.origin_y) / spec.resolution).astype(int)
+    inside = (i >= 0) & (i < 8) & (j >= 0) & (j < 8)
+    flat = ids.reshape(-1)
+    unknown_cells = 0
+    for jj in range(8):
+        for ii in range(8):
+            values = flat[pix[inside & (i == ii) & (j == jj)]]
+            counted = values[values != 19]
+            if counted.size < 3:
+                assert grid[jj, ii] == -1
+                unknown_cells += values.size >= 3  # seen, but only (or nearly only) void
+                continue
+            assert grid[jj, ii] == math.floor(100 * (counted != 0).mean() + 0.5)
+    assert unknown_cells >= 8  # the void band
+    # without the table void is non-drivable, as before
+    np.testing.assert_array_equal(projector.grid(ids, drivable, None), projector.grid((ids == 0).view(np.uint8)))
+    assert (projector.grid(ids, drivable)[grid == -1] >= 0).sum() >= 8
+    # columns walk over void: the first non-drivable pixel after it ends them, as if void were road
+    np.testing.assert_array_equal(projector.obstacle_points(ids, drivable, void),
+                                  projector.obstacle_points(np.where(ids == 19, 0, ids).astype(np.uint8), drivable))
+    only_void = np.full((100, 200), 19, np.uint8)  # and a void-only view gives no point
+    assert projector.obstacle_points(only_void, drivable, void).shape == (0, 3)
+    assert projector.obstacle_points(only_void, drivable).shape[0] > 0
+    with pytest.raises(GeometryError, match="unknown_lut must have shape"):
+        projector.grid(ids, drivable, void[:10])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Cache, rendering, benchmark
 # ----------------------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ GRID = {"preset": "cityscapes-c-p2q3", "grid_resolution": 0.2, "grid_range": 10.
 SPEC = GridSpec.from_range(10.0, 0.2)
 OPTICAL_FRAME = "front_camera_optical_frame"
 ROAD_LUT = CITYSCAPES.mask_lut([0])
+VOID_LUT = CITYSCAPES.mask_lut([CITYSCAPES.ignore_id])  # grid_void: unknown (the default)
 
 
 def street() -> NDArray[np.uint8]:
@@ -109,9 +110,10 @@ def send_frame(h: Harness, info: Callable[[Header], CameraInfo] | None, frame_id
     raise AssertionError("the CameraInfo never reached the node")
 
 
-def expected(mask: NDArray[np.uint8], camera: CameraInfo | CameraModel, pose: CameraPose
-             ) -> tuple[NDArray[np.int8], NDArray[np.float32]]:
-    grid, points = GroundOutputs(SPEC, "base_footprint").process(Header(), mask, ROAD_LUT, camera, pose)
+def expected(mask: NDArray[np.uint8], camera: CameraInfo | CameraModel, pose: CameraPose,
+             void_unknown: bool = True) -> tuple[NDArray[np.int8], NDArray[np.float32]]:
+    grid, points = GroundOutputs(SPEC, "base_footprint").process(Header(), mask, ROAD_LUT, camera, pose,
+                                                                 unknown_lut=VOID_LUT if void_unknown else None)
     assert grid is not None and points is not None
     return grid_of(grid), points_of(points)
 
@@ -161,9 +163,12 @@ def test_image_with_camera_info_gives_stamped_grid_and_points_in_grid_frame(ros_
         h.close()
 
 
-def test_intrinsics_parameter_replaces_camera_info_and_only_subscribed_outputs_are_made(ros_context: Context) -> None:
+@pytest.mark.parametrize("grid_void", ["unknown", "obstacle"])
+def test_intrinsics_parameter_replaces_camera_info_and_only_subscribed_outputs_are_made(
+    ros_context: Context, grid_void: str
+) -> None:
     h = Harness(ros_context, {**GRID, "camera_intrinsics": [300.0, 310.0, 150.0, 70.0], "grid_frame": "/base_link",
-                              "output_resolution": "network"}, subscribe=())
+                              "output_resolution": "network", "grid_void": grid_void}, subscribe=())
     try:
         got = listen_ground(h, ("drivable_grid",))
         h.wait_connected()
@@ -177,7 +182,12 @@ def test_intrinsics_parameter_replaces_camera_info_and_only_subscribed_outputs_a
         reference = h.node.segmenter.segment(street()).class_ids
         assert reference.shape == (512, 1024)
         camera = CameraModel.pinhole(WIDTH, HEIGHT, 300.0, 310.0, 150.0, 70.0)
-        np.testing.assert_array_equal(grid, expected(reference, camera, CameraPose.from_body_rpy(0.0, 0.0, 1.5))[0])
+        pose = CameraPose.from_body_rpy(0.0, 0.0, 1.5)
+        np.testing.assert_array_equal(grid, expected(reference, camera, pose, grid_void == "unknown")[0])
+        # the bonnet is void in this frame: as unknown it leaves cells unseen that void-as-obstacle would occupy
+        other = expected(reference, camera, pose, grid_void != "unknown")[0]
+        occupied_by_void = (other == 100) & (grid == -1) if grid_void == "unknown" else (grid == 100) & (other == -1)
+        assert occupied_by_void.sum() > 20
         # Only the grid had a subscriber: no point cloud, no image output.
         assert h.node.published_outputs() == {"labels": 1, "drivable_grid": 1}
     finally:
@@ -288,7 +298,7 @@ def test_camera_info_without_size_uses_the_image_size() -> None:
 def test_grid_parameters_defaults_and_conventions() -> None:
     c = config_from_values({})
     assert (c.grid_frame, c.grid_resolution, c.grid_range, c.grid_min_pixels) == ("base_footprint", 0.1, 20.0, 3)
-    assert c.camera_pose_source == "parameters" and c.camera_intrinsics == ()
+    assert c.camera_pose_source == "parameters" and c.camera_intrinsics == () and c.grid_void == "unknown"
     assert c.grid_spec == GridSpec.from_range(20.0, 0.1, min_pixels=3)
     assert (c.grid_spec.width, c.grid_spec.height) == (400, 400)
     # camera_mount is the body frame: the default camera looks along +x, level, 1.5 m above the ground.
@@ -314,6 +324,7 @@ def test_grid_parameters_defaults_and_conventions() -> None:
         ({"grid_range": 400.0, "grid_resolution": 0.02}, ["grid_range=400.0", "coarser grid_resolution"]),
         ({"grid_min_pixels": 40}, ["grid_min_pixels=40", "1..32"]),
         ({"camera_pose_source": "gps"}, ["camera_pose_source='gps'", "parameters", "tf"]),
+        ({"grid_void": "free"}, ["grid_void='free'", "unknown", "obstacle"]),
         ({"camera_mount": [0.0, 0.0, 1.5]}, ["camera_mount", "[x, y, z, roll, pitch, yaw]"]),
         ({"camera_mount": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}, ["z = 0.0", "above the ground"]),
         ({"camera_mount": [0.0, 0.0, 1.5, 0.0, 15.0, 0.0]}, ["pitch = 15.0", "radians", "0.2618"]),

@@ -10,7 +10,8 @@ pixels above the horizon or beyond ``max_range``, and keeps, per grid cell, the 
 integer arithmetic (:meth:`GroundProjector.grid`), plus one gather per sampled image column for the drivable
 boundary (:meth:`GroundProjector.obstacle_points`). :class:`ProjectorCache` keeps recent projectors. Cell values
 follow ``nav_msgs/OccupancyGrid``: 0 free (all pixels drivable), 100 occupied (none drivable), the rounded share of
-non-drivable pixels in between, -1 unknown (fewer than ``min_pixels`` pixels). Arrays are indexed
+non-drivable pixels in between, -1 unknown (fewer than ``min_pixels`` pixels; pixels of classes given as unknown,
+such as void, do not count). Arrays are indexed
 ``grid[j, i]`` with ``i`` along +x and ``j`` along +y of the grid frame, the row-major order of
 ``OccupancyGrid.data``. :func:`render_grid` draws a grid as a picture and :func:`benchmark_grid` times the per-frame
 cost. Nothing here imports ROS.
@@ -55,6 +56,7 @@ DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant", "none")
 _COEFF_COUNTS = {"plumb_bob": (4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
 _MAX_GRID_CELLS = 4096 * 4096
 _FREE, _OCCUPIED, _UNKNOWN = 0, 100, -1
+_BLOCKED, _DRIVABLE, _UNSEEN = 0, 1, 2  # what one sampled mask pixel says (GroundProjector._codes)
 # Undistortion is accepted where the re-distorted ray lands within this many pixels of the pixel centre.
 _REPROJECTION_TOLERANCE_PX = 1e-2
 
@@ -566,12 +568,12 @@ class GroundResult:
     points: npt.NDArray[np.float32]
 
 
-def _drivable_lut01(drivable_lut: npt.ArrayLike | None) -> npt.NDArray[np.uint8] | None:
+def _drivable_lut01(drivable_lut: npt.ArrayLike | None, name: str = "drivable_lut") -> npt.NDArray[np.uint8] | None:
     if drivable_lut is None:
         return None
     lut = np.asarray(drivable_lut)
     if lut.shape != (256,):
-        raise GeometryError(f"drivable_lut must have shape (256,) (one entry per class id), got {lut.shape}")
+        raise GeometryError(f"{name} must have shape (256,) (one entry per class id), got {lut.shape}")
     return (lut != 0).astype(np.uint8)
 
 
@@ -671,6 +673,7 @@ class GroundProjector:
         self._seen_cells = np.flatnonzero(kept_counts >= spec.min_pixels)  # ascending == order of the groups
         self._cell_totals = kept_counts[self._seen_cells].astype(np.int64)
         self._group_ends = np.cumsum(self._cell_totals) - 1
+        self._group_starts = self._group_ends - self._cell_totals + 1  # each seen cell's first sampled pixel
         self.sampled_pixels = int(self._pix_by_cell.size)
 
     def _build_columns(self, pix: npt.NDArray[np.int64], gx: npt.NDArray[np.float64],
@@ -712,14 +715,25 @@ class GroundProjector:
             raise GeometryError(f"mask must be uint8 (class ids or 0/255) or bool, got {arr.dtype}")
         return np.ascontiguousarray(arr).reshape(-1)
 
-    def _labels(self, flat: npt.NDArray[np.uint8], index: npt.NDArray[np.int64],
-                lut01: npt.NDArray[np.uint8] | None) -> npt.NDArray[np.bool_]:
+    @staticmethod
+    def _codes(flat: npt.NDArray[np.uint8], index: npt.NDArray[np.int64], drivable_lut: npt.ArrayLike | None,
+               unknown_lut: npt.ArrayLike | None) -> npt.NDArray[np.uint8]:
+        """Per sampled pixel: :data:`_BLOCKED`, :data:`_DRIVABLE` or :data:`_UNSEEN` (``unknown_lut`` wins)."""
+        table = np.full(256, _DRIVABLE, np.uint8)
+        lut01 = _drivable_lut01(drivable_lut)
+        if lut01 is None:
+            table[0] = _BLOCKED  # a 0/255 (or bool) mask: non-zero is drivable
+        else:
+            table[lut01 == 0] = _BLOCKED
+        unknown01 = _drivable_lut01(unknown_lut, "unknown_lut")
+        if unknown01 is not None:
+            table[unknown01 != 0] = _UNSEEN
         values = flat[index]
-        if lut01 is not None:
-            return lut01[values].view(np.bool_)
-        return values != 0
+        # OpenCV's table lookup is several times faster than numpy's fancy indexing here (same values)
+        return np.asarray(cv2.LUT(values.reshape(-1, 1), table), np.uint8).reshape(values.shape)
 
-    def grid(self, mask: npt.ArrayLike, drivable_lut: npt.ArrayLike | None = None) -> npt.NDArray[np.int8]:
+    def grid(self, mask: npt.ArrayLike, drivable_lut: npt.ArrayLike | None = None,
+             unknown_lut: npt.ArrayLike | None = None) -> npt.NDArray[np.int8]:
         """Cell values for one mask.
 
         Args:
@@ -727,34 +741,43 @@ class GroundProjector:
                 drivable; with it, the mask holds class ids and ``drivable_lut[id] != 0`` means drivable
                 (``LabelSet.mask_lut`` gives such a table).
             drivable_lut: optional ``(256,)`` table.
+            unknown_lut: optional ``(256,)`` table of class ids that say nothing about the ground (non-zero: e.g.
+                the void class, which covers the ego vehicle's hood in Cityscapes): such pixels count neither as
+                drivable nor as non-drivable, as if the cell had not seen them. Needs a class-id mask.
 
         Returns:
-            ``(spec.height, spec.width) int8``: 0 all sampled pixels drivable, 100 none, the rounded
-            percentage of non-drivable pixels in between, -1 for cells with fewer than ``min_pixels`` pixels.
+            ``(spec.height, spec.width) int8``: 0 all counted pixels drivable, 100 none, the rounded percentage of
+            non-drivable pixels in between, -1 for cells with fewer than ``min_pixels`` counted pixels.
         """
         flat = self._flat(mask)
-        drivable = self._labels(flat, self._pix_by_cell, _drivable_lut01(drivable_lut))
+        codes = self._codes(flat, self._pix_by_cell, drivable_lut, unknown_lut)
         out = np.full(self.spec.width * self.spec.height, _UNKNOWN, np.int8)
         if self._seen_cells.size:
-            running = np.cumsum(drivable, dtype=np.int32)[self._group_ends]
-            free = np.diff(running, prepend=0)
-            total = self._cell_totals
-            out[self._seen_cells] = (200 * (total - free) + total) // (2 * total)
+            starts = self._group_starts
+            free = np.add.reduceat((codes == _DRIVABLE).view(np.uint8), starts, dtype=np.int64)
+            counted = self._cell_totals
+            cells = self._seen_cells
+            if unknown_lut is not None:
+                counted = counted - np.add.reduceat((codes == _UNSEEN).view(np.uint8), starts, dtype=np.int64)
+                ok = counted >= self.spec.min_pixels
+                counted, free, cells = counted[ok], free[ok], cells[ok]
+            out[cells] = (200 * (counted - free) + counted) // (2 * counted)
         return out.reshape(self.spec.height, self.spec.width)
 
-    def obstacle_points(self, mask: npt.ArrayLike,
-                        drivable_lut: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
+    def obstacle_points(self, mask: npt.ArrayLike, drivable_lut: npt.ArrayLike | None = None,
+                        unknown_lut: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
         """Ground points where non-drivable area begins along each sampled image column (the drivable boundary).
 
         Walking each column from the nearest ground pixel outwards (up to ``max_range``), the first non-drivable
-        pixel gives one point; columns that stay drivable give none. Returns ``(N, 3) float32`` grid-frame points
-        with ``z = 0``.
+        pixel gives one point; columns that stay drivable give none. Pixels of ``unknown_lut`` classes (see
+        :meth:`grid`) are walked over: they neither end the column nor count as drivable. Returns ``(N, 3)
+        float32`` grid-frame points with ``z = 0``.
         """
         flat = self._flat(mask)
         out = np.zeros((0, 3), np.float32)
         if self._col_pix.size == 0:
             return out
-        blocked = ~self._labels(flat, self._col_pix, _drivable_lut01(drivable_lut))
+        blocked = self._codes(flat, self._col_pix, drivable_lut, unknown_lut) == _BLOCKED
         first = blocked.argmax(axis=1)
         rows = np.arange(blocked.shape[0])
         hit = blocked[rows, first]
@@ -763,9 +786,11 @@ class GroundProjector:
         out[:, :2] = xy
         return out
 
-    def project(self, mask: npt.ArrayLike, drivable_lut: npt.ArrayLike | None = None) -> GroundResult:
+    def project(self, mask: npt.ArrayLike, drivable_lut: npt.ArrayLike | None = None,
+                unknown_lut: npt.ArrayLike | None = None) -> GroundResult:
         """:meth:`grid` and :meth:`obstacle_points` of one mask together."""
-        return GroundResult(self.grid(mask, drivable_lut), self.obstacle_points(mask, drivable_lut))
+        return GroundResult(self.grid(mask, drivable_lut, unknown_lut),
+                            self.obstacle_points(mask, drivable_lut, unknown_lut))
 
     # ---- introspection ----------------------------------------------------------------------------------------
 
@@ -877,7 +902,8 @@ def benchmark_grid(mask_width: int = 2048, mask_height: int = 1024, resolution: 
 
     The camera: horizontal field of view about 90 degrees (``fx = fy = mask_width / 2``), mild ``plumb_bob``
     distortion, 1.5 m above the ground, pitched 10 degrees down; the mask holds random class ids with a drivable
-    table, so the class-id lookup is included. ``first_ms`` is building the projector plus the first grid;
+    table and, as the node by default, a table of unknown classes (19, Cityscapes' void), so both class-id lookups
+    are included. ``first_ms`` is building the projector plus the first grid;
     ``median_ms`` / ``p95_ms`` / ``min_ms`` are the following ``repeats`` grids; ``points_median_ms`` times
     :meth:`GroundProjector.obstacle_points` on the same mask.
     """
@@ -891,21 +917,22 @@ def benchmark_grid(mask_width: int = 2048, mask_height: int = 1024, resolution: 
     spec = GridSpec.from_range(max_range, resolution)
     rng = np.random.default_rng(0)
     class_ids = rng.integers(0, 20, size=(mask_height, mask_width), dtype=np.uint8)
-    lut = np.zeros(256, np.uint8)
+    lut, void = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
     lut[[0, 1]] = 255
+    void[19] = 255
     started = time.perf_counter()
     projector = GroundProjector(camera, pose, spec, (mask_width, mask_height))
-    grid = projector.grid(class_ids, lut)
+    grid = projector.grid(class_ids, lut, void)
     first = time.perf_counter() - started
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        projector.grid(class_ids, lut)
+        projector.grid(class_ids, lut, void)
         times.append(time.perf_counter() - t0)
     point_times = []
     for _ in range(max(1, repeats // 5)):
         t0 = time.perf_counter()
-        projector.obstacle_points(class_ids, lut)
+        projector.obstacle_points(class_ids, lut, void)
         point_times.append(time.perf_counter() - t0)
     ordered = sorted(times)
     return {
