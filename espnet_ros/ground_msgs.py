@@ -10,11 +10,12 @@ both stamped with the image's stamp and framed in ``grid_frame``. The node-facin
     #   or TfPoseSource.from_node(node, "base_footprint")                       # needs tf2_ros (ROS install)
     pose = pose_source.pose(image_header.frame_id, image_header.stamp)          # may raise PoseUnavailableError
     grid_msg, cloud_msg = outputs.process(image_header, class_ids, drivable_lut, camera_info_msg_or_model, pose,
-                                          want_grid=..., want_points=...)       # None for what is not wanted
+                                          want_grid=..., want_points=...,       # None for what is not wanted
+                                          unknown_lut=labels.mask_lut([labels.ignore_id]))  # void: unknown
 
 ``class_ids`` is the ``(H, W) uint8`` segmentation at any resolution (the camera model is scaled to it) and
 ``drivable_lut`` the ``(256,)`` table of ``LabelSet.mask_lut`` (``None``: the array is already a drivable mask,
-non-zero = drivable). The first frame of a new (camera, pose, grid, mask size) builds the per-pixel mapping
+non-zero = drivable); ``unknown_lut`` (optional) marks classes that count neither way, such as void. The first frame of a new (camera, pose, grid, mask size) builds the per-pixel mapping
 (about 1.5 s for 2 MP with distortion on this 2-core CPU); later frames reuse it from a
 :class:`~espnet_ros.core.geometry.ProjectorCache` (about 1.5 ms for the grid). So ``grid_frame`` should be rigidly
 attached to the camera (``base_footprint``, not ``odom``): a pose that changes every frame rebuilds the mapping
