@@ -15,9 +15,10 @@ both stamped with the image's stamp and framed in ``grid_frame``. The node-facin
 
 ``class_ids`` is the ``(H, W) uint8`` segmentation at any resolution (the camera model is scaled to it) and
 ``drivable_lut`` the ``(256,)`` table of ``LabelSet.mask_lut`` (``None``: the array is already a drivable mask,
-non-zero = drivable); ``unknown_lut`` (optional) marks classes that count neither way, such as void. The first frame of a new (camera, pose, grid, mask size) builds the per-pixel mapping
-(about 1.5 s for 2 MP with distortion on this 2-core CPU); later frames reuse it from a
-:class:`~espnet_ros.core.geometry.ProjectorCache` (about 1.5 ms for the grid). So ``grid_frame`` should be rigidly
+non-zero = drivable); ``unknown_lut`` (optional) marks classes that count neither way, such as void. The first
+frame of a new (camera, pose, grid, mask size) builds the per-pixel mapping (about 1.5 s for 2 MP with distortion
+on this 2-core CPU); later frames reuse it from a :class:`~espnet_ros.core.geometry.ProjectorCache` (about 2–4 ms
+for the grid). So ``grid_frame`` should be rigidly
 attached to the camera (``base_footprint``, not ``odom``): a pose that changes every frame rebuilds the mapping
 every frame. TF lookups go through a callable ``(target_frame, source_frame, stamp) -> TransformStamped``, so tests
 and other transform sources plug in without tf2 (which is not on PyPI).
