@@ -538,6 +538,10 @@ def test_unknown_classes_count_neither_way_in_cells_and_columns() -> None:
     assert projector.obstacle_points(only_void, drivable).shape[0] > 0
     with pytest.raises(GeometryError, match="unknown_lut must have shape"):
         projector.grid(ids, drivable, void[:10])
+    # a camera that sees no ground at all: every cell unknown, no points, with or without the tables
+    sky = GroundProjector(camera, CameraPose(0.0, 0.0, 2.0, roll=0.0, pitch=0.0, yaw=0.0), spec)
+    assert (sky.grid(ids, drivable, void) == -1).all() and (sky.grid(ids) == -1).all()
+    assert sky.obstacle_points(ids, drivable, void).shape == (0, 3)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -729,6 +729,8 @@ class GroundProjector:
         if unknown01 is not None:
             table[unknown01 != 0] = _UNSEEN
         values = flat[index]
+        if values.size == 0:  # OpenCV returns None for an empty array
+            return values
         # OpenCV's table lookup is several times faster than numpy's fancy indexing here (same values)
         return np.asarray(cv2.LUT(values.reshape(-1, 1), table), np.uint8).reshape(values.shape)
 
