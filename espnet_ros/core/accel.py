@@ -83,7 +83,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=nn.Module)
 
-ACCEL_VERSION = 6
+ACCEL_VERSION = 7
 """Version of the fused graph; part of every cache key (bump it whenever :class:`FusedESPNet` computes differently)."""
 
 _STRIP_BYTES = 4 << 20
@@ -243,7 +243,13 @@ def _unfused(t: Tensor) -> Tensor:
 
 
 class _FusedESP(nn.Module):
-    """An ESP module (strided or not, residual or not) with its closing batch norm as one multiply-add."""
+    """An ESP module (strided or not, residual or not) with its closing batch norm as one multiply-add.
+
+    The closing batch norm + PReLU runs on each of the five parts (and its slice of the residual) before they are
+    concatenated: the same per-element operations, so the same values, but compiled the concat is written once, as
+    the module's output, instead of once before and once after the batch norm (docs/performance.md, eighth
+    session).
+    """
 
     def __init__(self, esp: nn.Module, in_sizes: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -255,10 +261,11 @@ class _FusedESP(nn.Module):
         self.d8 = _plain_conv(_sub(esp, "d8", "conv"))
         self.d16 = _plain_conv(_sub(esp, "d16", "conv"))
         self.residual = bool(getattr(esp, "add", False))
+        self.sizes = [self.d1.out_channels] + [self.d2.out_channels] * 4
         if isinstance(esp, _ESPDown):
-            self.post = _Affine(esp.bn, esp.act)
+            self.post = _SplitAffine(esp.bn, esp.act, self.sizes)
         else:
-            self.post = _Affine(_sub(esp, "bn", "bn"), _sub(esp, "bn", "act"))
+            self.post = _SplitAffine(_sub(esp, "bn", "bn"), _sub(esp, "bn", "act"), self.sizes)
 
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         r = _call(self.c1, x)
@@ -266,12 +273,11 @@ class _FusedESP(nn.Module):
         a2 = a1 + _unfused(self.d4(r))
         a3 = a2 + _unfused(self.d8(r))
         a4 = a3 + _unfused(self.d16(r))
-        y = torch.cat([self.d1(r), a1, a2, a3, a4], 1)
+        parts = [self.d1(r), a1, a2, a3, a4]
         if self.residual:
             assert isinstance(x, Tensor)
-            y = x + y
-        out: Tensor = self.post(y)
-        return out
+            parts = [xi + p for xi, p in zip(torch.split(x, self.sizes, 1), parts, strict=True)]
+        return torch.cat(self.post(parts), 1)
 
 
 def _conv_transpose(ct: nn.Module, bn: nn.Module | None = None) -> nn.ConvTranspose2d:
