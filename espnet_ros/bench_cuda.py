@@ -136,7 +136,6 @@ def run_cuda_bench(
         "half": fast.half,
         "channels_last": fast.channels_last,
         "cuda_graphs": fast.graphs,
-        "compiled": fast.compiled,
     }
     frame = images[0]
     size = (int(frame.shape[1]), int(frame.shape[0]))

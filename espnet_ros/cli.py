@@ -255,6 +255,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise CliError(f"--alpha must be between 0 and 1, got {args.alpha}")
     renderer = Renderer(preset.label_set, classes, alpha=args.alpha)  # validates the classes before loading
     grid = _grid_settings(args)
+    labels = preset.label_set
+    unknown_lut = labels.mask_lut([labels.ignore_id]) if args.grid_void == "unknown" else None
     projectors = ProjectorCache()
     source = FrameSource(args.inputs)
     out_dir = Path(args.out).expanduser()
@@ -287,10 +289,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 fx, fy, cx, cy = intrinsics or (width, width, (width - 1) / 2, (height - 1) / 2)
                 camera = CameraModel.pinhole(width, height, fx, fy, cx, cy)
                 projector = projectors.get(camera, pose, spec, result.output_size)
-                labels = preset.label_set
-                unknown = labels.mask_lut([labels.ignore_id]) if args.grid_void == "unknown" else None
                 _write_image(base.with_name(f"{frame.stem}.grid.png"),
-                             render_grid(projector.grid(ids, renderer.mask_lut, unknown)))
+                             render_grid(projector.grid(ids, renderer.mask_lut, unknown_lut)))
             count += 1
             bar.update(1)
     if not args.quiet:

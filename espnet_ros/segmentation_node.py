@@ -279,6 +279,9 @@ class SegmentationNode(Node):
         self.labels = self.segmenter.labels
         self._palette_rgb = self.labels.palette_rgb()
         self._renderer = self._make_renderer(self._config)
+        # classes that count neither way in the ground outputs (grid_void; preset and grid_void are read-only)
+        self._ground_unknown_lut = (self.labels.mask_lut([self.labels.ignore_id])
+                                    if self._config.grid_void == "unknown" else None)
         self._label_info_type = label_info_type()
         self._cameras = [self._setup_camera(i, topic) for i, topic in enumerate(self._config.cameras)]
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -726,11 +729,9 @@ class SegmentationNode(Node):
             model = self._camera_model(cam, config, (image.shape[1], image.shape[0]))
             pose = self._pose_source_for(config).pose(header.frame_id, header.stamp)
             builds = cam.ground.cache.misses
-            labels = self.segmenter.labels
-            unknown_lut = labels.mask_lut([labels.ignore_id]) if config.grid_void == "unknown" else None
             grid_msg, cloud_msg = cam.ground.process(header, result.class_ids, self._renderer.mask_lut, model, pose,
                                                      want_grid=want_grid, want_points=want_points,
-                                                     unknown_lut=unknown_lut)
+                                                     unknown_lut=self._ground_unknown_lut)
         except _NoCameraModelError as exc:
             self._skip_ground(cam, "no_camera_model", str(exc))
             return 0

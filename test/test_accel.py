@@ -33,7 +33,7 @@ from espnet_ros.core.accel import (
 )
 from espnet_ros.core.baseline import BaselinePipeline
 from espnet_ros.core.segmenter import Segmenter
-from espnet_ros.core.weights import build_model, get_preset
+from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
 CPU = torch.device("cpu")
 
@@ -369,16 +369,23 @@ def test_a_failed_build_is_recorded_and_not_repeated_unless_asked(tmp_path: Path
     assert cache.load_or_build(toy_key, ".txt", broken_build, toy.load, toy.check, retry_failed=False) == "42"
 
 
-def test_auto_falls_back_to_fused_when_compiled_is_unusable(
-    weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def auto_camvid(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[WeightsPreset, torch.nn.Module]:
+    """The camvid preset and network, for tests of what ``auto`` does when ``compiled`` is unusable."""
     if not compiler_available():
         pytest.skip("auto is 'fused' already without a C++ compiler")
     monkeypatch.delenv(accel.BACKEND_ENV, raising=False)
+    p = get_preset("camvid")
+    return p, build_model(p, weights_dir)
+
+
+def test_auto_falls_back_to_fused_when_compiled_is_unusable(
+    auto_camvid: tuple[WeightsPreset, torch.nn.Module], weights_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    p, model = auto_camvid
     blocker = tmp_path / "file"
     blocker.write_text("")  # the cache folder cannot be created under a file
-    p = get_preset("camvid")
-    model = build_model(p, weights_dir)
     with caplog.at_level("WARNING", logger=accel.__name__):
         backend = make_backend("auto", model, p, p.input_size, cache=blocker / "cache")
     assert backend.name == "fused"
@@ -394,13 +401,9 @@ def test_auto_falls_back_to_fused_when_compiled_is_unusable(
 
 
 def test_auto_does_not_compile_again_after_a_recorded_failure(
-    weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    auto_camvid: tuple[WeightsPreset, torch.nn.Module], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if not compiler_available():
-        pytest.skip("auto is 'fused' already without a C++ compiler")
-    monkeypatch.delenv(accel.BACKEND_ENV, raising=False)
-    p = get_preset("camvid")
-    model = build_model(p, weights_dir)
+    p, model = auto_camvid
     cache = ArtifactCache(tmp_path)
     key = ArtifactKey.for_preset("aoti", p, p.input_size)
     # what a start that crashed loading the package leaves behind (as seen on a CUDA build of torch)

@@ -9,6 +9,7 @@ the same raster.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -476,56 +477,57 @@ def test_masks_at_another_resolution_use_the_scaled_camera() -> None:
     assert (np.abs(full_grid[both].astype(int) - half_grid[both]) <= 50).mean() > 0.97
 
 
-def test_shares_are_rounded_percentages_and_min_pixels_applies() -> None:
-    camera = CameraModel.pinhole(200, 100, 40.0, 40.0, 99.5, 49.5)  # about 100 pixels per cell
-    pose = CameraPose(0.0, 0.0, 2.0, roll=math.pi, pitch=0.0, yaw=-math.pi / 2)  # looking straight down
-    spec = GridSpec(resolution=0.5, width=8, height=8, origin_x=-2.0, origin_y=-2.0, min_pixels=3,
-                    max_range=10.0, max_pixels_per_cell=255)
-    projector = GroundProjector(camera, pose, spec)
-    rng = np.random.default_rng(0)
-    mask = (rng.random((100, 200)) < 0.3).astype(np.uint8)
-    grid = projector.grid(mask)
+# A 200x100 pinhole camera 2 m up looking straight down on an 8x8 grid of 0.5 m cells: about 100 pixels per cell,
+# every one of them sampled (max_pixels_per_cell 255), so cell values can be checked against a plain count.
+DOWN_CAMERA = CameraModel.pinhole(200, 100, 40.0, 40.0, 99.5, 49.5)
+DOWN_POSE = CameraPose(0.0, 0.0, 2.0, roll=math.pi, pitch=0.0, yaw=-math.pi / 2)
+DOWN_SPEC = GridSpec(resolution=0.5, width=8, height=8, origin_x=-2.0, origin_y=-2.0, min_pixels=3,
+                     max_range=10.0, max_pixels_per_cell=255)
+
+
+def cell_values(projector: GroundProjector, mask: npt.NDArray[np.uint8]
+                ) -> Iterator[tuple[int, int, npt.NDArray[np.uint8]]]:
+    """``(j, i, mask values of the cell's pixels)`` for every cell of ``DOWN_SPEC``, counted independently."""
+    spec = DOWN_SPEC
     pix, gx, gy = projector.ground_pixels()
     i = np.floor((gx - spec.origin_x) / spec.resolution).astype(int)
     j = np.floor((gy - spec.origin_y) / spec.resolution).astype(int)
-    inside = (i >= 0) & (i < 8) & (j >= 0) & (j < 8)
-    for jj in range(8):
-        for ii in range(8):
-            sel = inside & (i == ii) & (j == jj)
-            if sel.sum() < 3:
-                assert grid[jj, ii] == -1
-                continue
-            blocked = (mask.reshape(-1)[pix[sel]] == 0).mean()
-            assert grid[jj, ii] == math.floor(100 * blocked + 0.5)
+    inside = (i >= 0) & (i < spec.width) & (j >= 0) & (j < spec.height)
+    flat = mask.reshape(-1)
+    for jj in range(spec.height):
+        for ii in range(spec.width):
+            yield jj, ii, flat[pix[inside & (i == ii) & (j == jj)]]
+
+
+def test_shares_are_rounded_percentages_and_min_pixels_applies() -> None:
+    projector = GroundProjector(DOWN_CAMERA, DOWN_POSE, DOWN_SPEC)
+    rng = np.random.default_rng(0)
+    mask = (rng.random((100, 200)) < 0.3).astype(np.uint8)
+    grid = projector.grid(mask)
+    for jj, ii, values in cell_values(projector, mask):
+        if values.size < 3:
+            assert grid[jj, ii] == -1
+            continue
+        blocked = (values == 0).mean()
+        assert grid[jj, ii] == math.floor(100 * blocked + 0.5)
 
 
 def test_unknown_classes_count_neither_way_in_cells_and_columns() -> None:
-    camera = CameraModel.pinhole(200, 100, 40.0, 40.0, 99.5, 49.5)  # about 100 pixels per cell
-    pose = CameraPose(0.0, 0.0, 2.0, roll=math.pi, pitch=0.0, yaw=-math.pi / 2)  # looking straight down
-    spec = GridSpec(resolution=0.5, width=8, height=8, origin_x=-2.0, origin_y=-2.0, min_pixels=3,
-                    max_range=10.0, max_pixels_per_cell=255)
-    projector = GroundProjector(camera, pose, spec)
+    projector = GroundProjector(DOWN_CAMERA, DOWN_POSE, DOWN_SPEC)
     rng = np.random.default_rng(1)
     ids = rng.choice(np.array([0, 2, 19], np.uint8), size=(100, 200), p=[0.4, 0.3, 0.3])
     ids[:, 80:120] = 19  # a band seen only as void (like a hood): those cells must become unknown
     drivable, void = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
     drivable[0], void[19] = 255, 255
     grid = projector.grid(ids, drivable, void)
-    pix, gx, gy = projector.ground_pixels()
-    i = np.floor((gx - spec.origin_x) / spec.resolution).astype(int)
-    j = np.floor((gy - spec.origin_y) / spec.resolution).astype(int)
-    inside = (i >= 0) & (i < 8) & (j >= 0) & (j < 8)
-    flat = ids.reshape(-1)
     unknown_cells = 0
-    for jj in range(8):
-        for ii in range(8):
-            values = flat[pix[inside & (i == ii) & (j == jj)]]
-            counted = values[values != 19]
-            if counted.size < 3:
-                assert grid[jj, ii] == -1
-                unknown_cells += values.size >= 3  # seen, but only (or nearly only) void
-                continue
-            assert grid[jj, ii] == math.floor(100 * (counted != 0).mean() + 0.5)
+    for jj, ii, values in cell_values(projector, ids):
+        counted = values[values != 19]
+        if counted.size < 3:
+            assert grid[jj, ii] == -1
+            unknown_cells += values.size >= 3  # seen, but only (or nearly only) void
+            continue
+        assert grid[jj, ii] == math.floor(100 * (counted != 0).mean() + 0.5)
     assert unknown_cells >= 8  # the void band
     # without the table void is non-drivable, as before
     np.testing.assert_array_equal(projector.grid(ids, drivable, None), projector.grid((ids == 0).view(np.uint8)))
@@ -539,7 +541,7 @@ def test_unknown_classes_count_neither_way_in_cells_and_columns() -> None:
     with pytest.raises(GeometryError, match="unknown_lut must have shape"):
         projector.grid(ids, drivable, void[:10])
     # a camera that sees no ground at all: every cell unknown, no points, with or without the tables
-    sky = GroundProjector(camera, CameraPose(0.0, 0.0, 2.0, roll=0.0, pitch=0.0, yaw=0.0), spec)
+    sky = GroundProjector(DOWN_CAMERA, CameraPose(0.0, 0.0, 2.0, roll=0.0, pitch=0.0, yaw=0.0), DOWN_SPEC)
     assert (sky.grid(ids, drivable, void) == -1).all() and (sky.grid(ids) == -1).all()
     assert sky.obstacle_points(ids, drivable, void).shape == (0, 3)
 

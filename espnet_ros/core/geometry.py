@@ -568,10 +568,11 @@ class GroundResult:
     points: npt.NDArray[np.float32]
 
 
-def _drivable_lut01(drivable_lut: npt.ArrayLike | None, name: str = "drivable_lut") -> npt.NDArray[np.uint8] | None:
-    if drivable_lut is None:
+def _lut01(table: npt.ArrayLike | None, name: str) -> npt.NDArray[np.uint8] | None:
+    """A ``(256,)`` class-id table as 0/1 (``None`` stays ``None``); ``name`` is the argument named in errors."""
+    if table is None:
         return None
-    lut = np.asarray(drivable_lut)
+    lut = np.asarray(table)
     if lut.shape != (256,):
         raise GeometryError(f"{name} must have shape (256,) (one entry per class id), got {lut.shape}")
     return (lut != 0).astype(np.uint8)
@@ -720,12 +721,12 @@ class GroundProjector:
                unknown_lut: npt.ArrayLike | None) -> npt.NDArray[np.uint8]:
         """Per sampled pixel: :data:`_BLOCKED`, :data:`_DRIVABLE` or :data:`_UNSEEN` (``unknown_lut`` wins)."""
         table = np.full(256, _DRIVABLE, np.uint8)
-        lut01 = _drivable_lut01(drivable_lut)
+        lut01 = _lut01(drivable_lut, "drivable_lut")
         if lut01 is None:
             table[0] = _BLOCKED  # a 0/255 (or bool) mask: non-zero is drivable
         else:
             table[lut01 == 0] = _BLOCKED
-        unknown01 = _drivable_lut01(unknown_lut, "unknown_lut")
+        unknown01 = _lut01(unknown_lut, "unknown_lut")
         if unknown01 is not None:
             table[unknown01 != 0] = _UNSEEN
         values = flat[index]

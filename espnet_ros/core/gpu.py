@@ -79,7 +79,6 @@ class _Plan:
     host_out: list[torch.Tensor] = field(default_factory=list)
     host_conf: list[torch.Tensor] = field(default_factory=list)
     graph: torch.cuda.CUDAGraph | None = None
-    warm: bool = False
 
 
 def confidence_u8(logits: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
@@ -254,18 +253,19 @@ class GpuPipeline:
         """The network as it runs: compiled when :attr:`compiled`, else the device copy (precision and layout set)."""
         return self._network
 
-    def _warm_up(self, frames: list[torch.Tensor], key: GraphKey, times: int) -> None:
-        """Run the computation ``times`` times; if the compiled network fails, fall back to the uncompiled one."""
-        for _ in range(times):
-            try:
-                self.compute(frames, key)
-            except Exception as exc:  # torch.compile raises many kinds (backend, lowering, Triton, C compiler)
-                if not self.compiled:
-                    raise
-                _log.warning("torch.compile of the network failed (%s); running it uncompiled", _reason(exc))
-                self.compiled = False
-                self._network = self._net
-                self.compute(frames, key)
+    def _compute_or_fall_back(
+        self, frames: Sequence[torch.Tensor], key: GraphKey
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """:meth:`compute`; if the compiled network fails (it compiles on first use), again with the uncompiled one."""
+        try:
+            return self.compute(frames, key)
+        except Exception as exc:  # torch.compile raises many kinds (backend, lowering, Triton, C compiler)
+            if not self.compiled:
+                raise
+            _log.warning("torch.compile of the network failed (%s); running it uncompiled", _reason(exc))
+            self.compiled = False
+            self._network = self._net
+            return self.compute(frames, key)
 
     def _new_plan(self, key: GraphKey) -> _Plan:
         pin = self.device.type == "cuda"
@@ -280,8 +280,8 @@ class GpuPipeline:
             assert self._stream is not None
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._stream), torch.inference_mode():
-                # warm up (compilation, cuDNN autotuning, lazy allocations) outside the graph
-                self._warm_up(dev_in, key, 2)
+                for _ in range(2):  # warm up (compilation, cuDNN autotuning, lazy allocations) outside the graph
+                    self._compute_or_fall_back(dev_in, key)
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
             graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
@@ -317,10 +317,7 @@ class GpuPipeline:
         with torch.inference_mode():
             if self.device.type != "cuda":
                 frames = [torch.from_numpy(im) for im in images]
-                if self.compiled and not plan.warm:
-                    self._warm_up(frames, key, 1)
-                    plan.warm = True
-                outs, confs = self.compute(frames, key)
+                outs, confs = self._compute_or_fall_back(frames, key)
                 return [
                     PipelineOutput(o.numpy(), confs[i].numpy() if confs else None) for i, o in enumerate(outs)
                 ]
@@ -334,10 +331,7 @@ class GpuPipeline:
                 dev_out, dev_conf = plan.dev_out, plan.dev_conf
                 host_out, host_conf = plan.host_out, plan.host_conf
             else:
-                if self.compiled and not plan.warm:
-                    self._warm_up(plan.dev_in, key, 1)
-                    plan.warm = True
-                dev_out, dev_conf = self.compute(plan.dev_in, key)
+                dev_out, dev_conf = self._compute_or_fall_back(plan.dev_in, key)
                 host_out = [torch.empty(t.shape, dtype=torch.uint8, pin_memory=True) for t in dev_out]
                 host_conf = [torch.empty(t.shape, dtype=torch.uint8, pin_memory=True) for t in dev_conf]
             for d, h in zip(dev_out + dev_conf, host_out + host_conf, strict=True):
