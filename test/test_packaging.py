@@ -40,7 +40,10 @@ def test_package_xml_is_format_3_with_licence_urls_and_build_type() -> None:
     assert PACKAGE_XML.get("format") == "3" and PACKAGE_XML.findtext("name") == "espnet_ros"
     assert PACKAGE_XML.findtext("license") == "MIT"
     assert PACKAGE_XML.find("maintainer").get("email")  # type: ignore[union-attr]
-    assert PACKAGE_XML.findall("url")
+    urls = {u.get("type"): u.text for u in PACKAGE_XML.findall("url")}
+    assert urls.get("website")
+    # the upstream network's repository is where the weights come from, not this package's repository or tracker
+    assert not any("sacmehta/ESPNet" in (url or "") for kind, url in urls.items() if kind != "website")
     assert PACKAGE_XML.findtext("export/build_type") == "ament_python"
 
 
