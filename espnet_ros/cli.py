@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 # Heavy modules (torch, OpenCV) are imported inside the subcommands so that `espnet-ros --help` stays instant.
 from espnet_ros.core.errors import EspnetRosError
-from espnet_ros.core.labels import UnknownClassError
+from espnet_ros.core.labels import VOID_MEANINGS, UnknownClassError
 
 if TYPE_CHECKING:
     from espnet_ros.core.geometry import CameraPose, GridSpec
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--grid-range", type=float, default=None, metavar="M",
                       help="the square grid reaches this many metres from its origin in every direction, and ground "
                            "farther than this from the point below the camera is not mapped (default: 20)")
-    grid.add_argument("--grid-void", choices=("unknown", "obstacle"), default="unknown",
+    grid.add_argument("--grid-void", choices=VOID_MEANINGS, default="unknown",
                       help="void / unlabelled pixels (the ego vehicle's hood in Cityscapes) count neither way "
                            "(unknown, the default) or as non-drivable (obstacle), as the node's grid_void")
     _add_common(seg)
@@ -255,8 +255,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         raise CliError(f"--alpha must be between 0 and 1, got {args.alpha}")
     renderer = Renderer(preset.label_set, classes, alpha=args.alpha)  # validates the classes before loading
     grid = _grid_settings(args)
-    labels = preset.label_set
-    unknown_lut = labels.mask_lut([labels.ignore_id]) if args.grid_void == "unknown" else None
+    unknown_lut = preset.label_set.void_lut(args.grid_void)
     projectors = ProjectorCache()
     source = FrameSource(args.inputs)
     out_dir = Path(args.out).expanduser()

@@ -27,7 +27,7 @@ from rclpy.validate_topic_name import validate_topic_name
 from espnet_ros.core.accel import BACKENDS
 from espnet_ros.core.errors import EspnetRosError, WeightsError
 from espnet_ros.core.geometry import CameraPose, GeometryError, GridSpec
-from espnet_ros.core.labels import UnknownClassError
+from espnet_ros.core.labels import VOID_MEANINGS, UnknownClassError
 from espnet_ros.core.weights import DEFAULT_PRESET, PRESETS, get_preset
 from espnet_ros.qos import INPUT_QOS_CHOICES, QosError, parse_qos
 from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY
@@ -510,7 +510,7 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or not 1 <= min_pixels <= 32:
         raise ParameterError(f"parameter grid_min_pixels={min_pixels!r}; use an integer in 1..32 (default 3)")
     grid_void = _as_str("grid_void", v["grid_void"]).lower()
-    if grid_void not in ("unknown", "obstacle"):
+    if grid_void not in VOID_MEANINGS:
         raise ParameterError(f"parameter grid_void={grid_void!r}; use unknown (default) or obstacle")
     pose_source = _as_str("camera_pose_source", v["camera_pose_source"]).lower()
     if pose_source not in ("parameters", "tf"):

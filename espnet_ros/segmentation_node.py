@@ -280,8 +280,7 @@ class SegmentationNode(Node):
         self._palette_rgb = self.labels.palette_rgb()
         self._renderer = self._make_renderer(self._config)
         # classes that count neither way in the ground outputs (grid_void; preset and grid_void are read-only)
-        self._ground_unknown_lut = (self.labels.mask_lut([self.labels.ignore_id])
-                                    if self._config.grid_void == "unknown" else None)
+        self._ground_unknown_lut = self.labels.void_lut(self._config.grid_void)
         self._label_info_type = label_info_type()
         self._cameras = [self._setup_camera(i, topic) for i, topic in enumerate(self._config.cameras)]
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

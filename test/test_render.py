@@ -194,3 +194,12 @@ def test_errors() -> None:
         Renderer(CITYSCAPES).drivable_overlay(image)
     with pytest.raises(ValueError, match="color_order"):
         Renderer(CITYSCAPES, color_order="hsv")  # type: ignore[arg-type]
+
+
+def test_void_lut_marks_only_the_void_class_or_nothing() -> None:
+    for labels in (CITYSCAPES, CAMVID):
+        lut = labels.void_lut("unknown")
+        assert lut is not None and lut.shape == (256,) and np.flatnonzero(lut).tolist() == [labels.ignore_id]
+        assert labels.void_lut("obstacle") is None
+    with pytest.raises(ValueError, match="unknown, obstacle"):
+        CITYSCAPES.void_lut("free")

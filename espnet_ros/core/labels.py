@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CAMVID", "CITYSCAPES", "LABEL_SETS", "LabelSet", "UnknownClassError", "get_label_set"]
+__all__ = ["CAMVID", "CITYSCAPES", "LABEL_SETS", "VOID_MEANINGS", "LabelSet", "UnknownClassError", "get_label_set"]
+
+VOID_MEANINGS = ("unknown", "obstacle")
+"""What void / unlabelled pixels mean for the ground outputs (the node's ``grid_void``, the CLI's ``--grid-void``)."""
 
 
 class UnknownClassError(ValueError):
@@ -98,6 +101,16 @@ class LabelSet:
         for i in ids:
             lut[int(i)] = 255
         return lut
+
+    def void_lut(self, meaning: str) -> npt.NDArray[np.uint8] | None:
+        """The ground outputs' ``unknown_lut`` for one of :data:`VOID_MEANINGS`.
+
+        ``unknown``: the void class, whose pixels then count neither as drivable nor as not; ``obstacle``: ``None``
+        (void is non-drivable like every class that is not drivable). Raises ``ValueError`` for anything else.
+        """
+        if meaning not in VOID_MEANINGS:
+            raise ValueError(f"void meaning {meaning!r}; expected one of {', '.join(VOID_MEANINGS)}")
+        return self.mask_lut([self.ignore_id]) if meaning == "unknown" else None
 
 
 def _normalise(name: str) -> str:
