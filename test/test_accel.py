@@ -32,7 +32,7 @@ from espnet_ros.core.accel import (
     trial_in_subprocess,
 )
 from espnet_ros.core.baseline import BaselinePipeline
-from espnet_ros.core.segmenter import Segmenter
+from espnet_ros.core.segmenter import ColorOrder, Segmenter
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
 CPU = torch.device("cpu")
@@ -158,6 +158,55 @@ def test_cache_key_changes_with_everything_an_artifact_depends_on() -> None:
     assert key.stem().startswith("aoti-cityscapes-1024x512-")
     onnx = ArtifactKey.for_preset("onnx", get_preset("camvid"), (480, 360))
     assert onnx.runtime_version == (accel._onnxruntime_version())
+    # the compiled preprocessing has a package per channel order, next to the network's and never pruned with it
+    prep = {order: ArtifactKey.for_preset(f"prep-{order}", get_preset("cityscapes"), (1024, 512))
+            for order in ("bgr", "rgb")}
+    assert len({key.stem(), prep["bgr"].stem(), prep["rgb"].stem()}) == 3
+    assert prep["bgr"].stem().startswith("prep-bgr-cityscapes-1024x512-") and prep["bgr"].batch == key.batch == "1"
+
+
+def test_the_block_sums_probe_has_every_2x2_sum_in_every_channel() -> None:
+    probe = accel.block_sums_probe((64, 32))
+    assert probe.shape == (1, 64, 128, 3) and probe.dtype == torch.uint8 and probe.is_contiguous()
+    sums = probe[0].view(32, 2, 64, 2, 3).to(torch.int32).sum(dim=(1, 3))  # (32, 64, 3)
+    for c in range(3):
+        assert set(sums[..., c].flatten().tolist()) == set(range(1021))
+    assert not torch.equal(sums[..., 0], sums[..., 2])  # a swapped channel shows
+
+
+@pytest.mark.parametrize("preset", ["cityscapes", "camvid"])
+def test_the_compiled_preprocessing_gives_the_eager_values_bit_for_bit(
+    weights_dir: Path, compiled_cache: Path, sample_frames: list[NDArray[np.uint8]], preset: str
+) -> None:
+    """Frames of twice the network size go through a compiled package per channel order; the values (and so the
+    labels) are those of the OpenCV/torch strips of the other backends, on real frames and every 2x2 block sum."""
+    if not compiler_available():
+        pytest.skip("no C++ compiler for AOTInductor on this machine")
+    seg = Segmenter(preset, weights_dir=weights_dir, backend="compiled", cache_dir=compiled_cache)
+    eager = Segmenter(preset, weights_dir=weights_dir, backend="fused")
+    assert seg._cpu is not None and seg._cpu.preprocess_half is not None
+    assert eager._cpu is not None and eager._cpu.preprocess_half is None
+    for order in ("bgr", "rgb"):
+        sidecar = ArtifactCache(compiled_cache).paths(
+            ArtifactKey.for_preset(f"prep-{order}", seg.preset, seg.input_size), ".pt2")[1]
+        assert json.loads(sidecar.read_text())["load_trial"] == "passed"
+    w, h = seg.input_size
+    frames = [np.ascontiguousarray(cv2.resize(f, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST), np.uint8)
+              for f in sample_frames]
+    frames.append(accel.block_sums_probe(seg.input_size)[0].numpy())
+    for frame in frames:
+        orders: tuple[ColorOrder, ...] = ("bgr", "rgb")
+        for order in orders:
+            got = seg.preprocess([frame], [order])
+            want = eager.preprocess([frame], [order])
+            assert got.shape == want.shape == (1, 3, h, w) and got.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(got, want), (preset, order)
+        # in a batch, next to a frame of another size, and from a non-contiguous view of the same pixels
+        other = np.ascontiguousarray(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+        strided = np.concatenate([frame, frame], axis=1)[:, : 2 * w]
+        batch = seg.preprocess([other, strided], ["bgr", "rgb"])
+        assert torch.equal(batch, eager.preprocess([other, frame], ["bgr", "rgb"]))
+    np.testing.assert_array_equal(seg.segment(frames[0]).class_ids, eager.segment(frames[0]).class_ids)
 
 
 class _Toy:
@@ -415,3 +464,33 @@ def test_auto_does_not_compile_again_after_a_recorded_failure(
     assert backend.name == "fused"
     assert "failed here before" in caplog.text and "SIGSEGV" in caplog.text and "delete it to try again" in caplog.text
     assert not cache.paths(key, ".pt2")[0].exists()  # nothing was compiled
+
+
+def test_a_compiled_preprocessing_that_cannot_be_built_leaves_the_compiled_network(
+    auto_camvid: tuple[WeightsPreset, torch.nn.Module], weights_dir: Path, compiled_cache: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The preprocessing packages are an extra: if they fail here, the network stays compiled and frames of twice
+    its size take the OpenCV/torch strips (the same values)."""
+    p, model = auto_camvid
+    make_backend("compiled", model, p, p.input_size, cache=compiled_cache)  # the network, built once per session
+    cache = ArtifactCache(tmp_path)
+    net = ArtifactKey.for_preset("aoti", p, p.input_size)
+    for src in ArtifactCache(compiled_cache).paths(net, ".pt2"):
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    for order in ("bgr", "rgb"):
+        key = ArtifactKey.for_preset(f"prep-{order}", p, p.input_size)
+        cache.failure_path(key).write_text(json.dumps({
+            "key": key.fields(), "when": "2026-11-28 20:00:00 UTC", "reason": "g++: internal compiler error"}))
+    with caplog.at_level("WARNING", logger=accel.__name__):
+        backend = make_backend("auto", model, p, p.input_size, cache=tmp_path)
+    assert backend.name == "compiled" and backend.preprocess_half is None
+    assert "compiled preprocessing is unusable here" in caplog.text and "internal compiler error" in caplog.text
+    assert not list(tmp_path.glob("prep-*.pt2"))  # nothing was compiled
+    seg = Segmenter(p, weights_dir=weights_dir, cache_dir=tmp_path)
+    assert seg.backend == "compiled" and seg._cpu is not None and seg._cpu.preprocess_half is None
+    frame = accel.block_sums_probe(p.input_size)[0].numpy()
+    gain, offset = p.preprocessing.affine()
+    want = accel.half_preprocess_reference(torch.from_numpy(frame).unsqueeze(0), torch.from_numpy(gain),
+                                           torch.from_numpy(offset), rgb=False)
+    assert torch.equal(seg.preprocess([frame], ["bgr"]).permute(0, 2, 3, 1), want)

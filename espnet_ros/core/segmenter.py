@@ -253,15 +253,22 @@ class Segmenter:
         The batch is channels-last: each frame is converted to float once, resized with OpenCV's bilinear filter
         (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through the per-channel
         affine map straight into its slot of the batch; a frame of exactly twice the input size goes through strip by
-        strip (the same values). (On CUDA, :class:`GpuPipeline` does all of this.)
+        strip, or with the compiled backend through its compiled preprocessing
+        (:class:`~espnet_ros.core.accel.CompiledPreprocess`) — the same values either way. (On CUDA,
+        :class:`GpuPipeline` does all of this.)
         """
-        self._cpu_backend()
+        compiled = self._cpu_backend().preprocess_half
         w, h = self.input_size
+        if compiled is not None and len(images) == 1 and images[0].shape[:2] == (2 * h, 2 * w):
+            return compiled(images[0], color_orders[0]).unsqueeze(0).permute(0, 3, 1, 2)
         batch = torch.empty((len(images), h, w, 3), dtype=torch.float32)
         for i, (img, order) in enumerate(zip(images, color_orders, strict=True)):
             size = (img.shape[1], img.shape[0])
             if size == (2 * w, 2 * h):
-                self._preprocess_half(img, order, batch[i])
+                if compiled is not None:
+                    batch[i].copy_(compiled(img, order))
+                else:
+                    self._preprocess_half(img, order, batch[i])
             elif size != (w, h):
                 # torch converts in parallel; OpenCV resizes float in parallel
                 self._resize_into(torch.from_numpy(img).float().numpy(), order, batch[i])
