@@ -458,7 +458,9 @@ def run_ros(
     turn, stamped at publish time) on ``/camK/image`` and ``/camK/camera_info`` once the node and this process
     have subscribed. This process records the stamps sent (from ``camera_info``, same
     header as the image), receives ``/camK/segmentation/class_mask`` and reads the node's counters from
-    ``/diagnostics``. Latency is receipt time minus header stamp (same host clock), over masks received more than
+    ``/diagnostics``. Latency is receipt time minus header stamp (same host clock; receipt is the middleware's
+    reception time of the mask in this process, and the time its Python callback ran gives ``e2e_callback_*``),
+    over masks received more than
     ``warmup_s`` seconds after the first one; ``rss_start_mb`` is the node's RSS at that moment, ``rss_end_mb``
     when the cameras have finished. Frames lost between processes are those sent but never received by the node;
     the node's diagnostics split them: ``lost_in_transport`` (the middleware's message-lost count),
