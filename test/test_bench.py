@@ -123,7 +123,8 @@ def test_ros_mode_accounts_for_every_frame(weights_dir: Path, small_frames: list
     assert rec["overhead_p50_ms"] == pytest.approx(rec["e2e_p50_ms"] - rec["pipeline_ros_ms"])
     assert rec["e2e_p95_bound_ms"] == pytest.approx(1000.0 * rec["max_frame_age"] + 2 * rec["pipeline_ros_ms"])
     assert rec["node_exit_code"] == 0 and rec["player_exit_codes"] == [0, 0]
-    assert "latency stamp" in table and "the bench's callback" in table and "/cam1/image" in table and "pipeline before / after" in table
+    assert "latency stamp" in table and "the bench's callback" in table
+    assert "/cam1/image" in table and "pipeline before / after" in table
 
 
 @pytest.mark.parametrize(
