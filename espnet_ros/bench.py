@@ -889,7 +889,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     frames = _load_frames(args.images, size)
     say: Progress = (lambda _m: None) if args.quiet else (lambda m: print(f"… {m}", file=sys.stderr, flush=True))
     say(f"loading {args.preset} (backend {resolve_backend(args.backend, torch.device('cpu'))}; a first start "
-        "compiles it, about half a minute)")
+        "compiles it, about 45 s)")
     seg = Segmenter(args.preset, weights_dir=args.weights_dir, device="cpu", backend=args.backend,
                     cache_dir=args.cache_dir)
     base = BaselinePipeline(seg.preset, model=seg.model, network_size=seg.input_size)

@@ -898,7 +898,8 @@ with torch.inference_mode():
 class CompiledBackend(Backend):
     """:class:`FusedESPNet` compiled ahead of time by AOTInductor (frozen, pre-packed weights), cached on disk.
 
-    The first start for a (preset, network size, software) builds the package (about half a minute on two cores);
+    The first start for a (preset, network size, software) builds the package (about half a minute on two cores,
+    then ~15 s for :class:`CompiledPreprocess`);
     later starts load it in milliseconds. ``logits`` (needed only for confidence maps) runs the eager fused graph.
     """
 
