@@ -73,9 +73,11 @@ __all__ = [
     "FusedBackend",
     "FusedESPNet",
     "OnnxRuntimeBackend",
+    "block_sums_probe",
     "cache_dir",
     "compiler_available",
     "flush_subnormals",
+    "half_preprocess_reference",
     "make_backend",
     "onnxruntime_available",
     "resolve_backend",
@@ -956,7 +958,6 @@ class CompiledBackend(Backend):
         return self.fused.logits(x.contiguous(memory_format=torch.channels_last))
 
 
-
 class _HalfPreprocess(nn.Module):
     """A frame of exactly twice the network size → the network input: ``(1, 2h, 2w, 3) uint8`` → ``(1, h, w, 3)``.
 
@@ -965,7 +966,7 @@ class _HalfPreprocess(nn.Module):
     through the per-channel map ``offset + mean * gain`` (BGR out; ``rgb`` frames are flipped first). The eager
     path rounds that map once (``torch.addcmul`` is a fused multiply-add on the CPU); compiled code multiplies and
     adds separately, so the map runs in float64, where ``offset + sum * (gain / 4)`` is exact for the presets'
-    magnitudes (the block sum has 11 bits, gain and offset 24 each, within 2^-5..2^-39), and is rounded once to
+    magnitudes (the exact result spans at most 34 significant bits, 2^-5 down to 2^-39), and is rounded once to
     float32: the same value bit for bit. :class:`CompiledPreprocess` checks that on every possible block sum.
     """
 
