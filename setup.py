@@ -26,13 +26,13 @@ setup(
         (f"lib/{PACKAGE}", [f"scripts/{exe}" for exe in ROS_EXECUTABLES]),
     ],
     python_requires=">=3.10",
-    install_requires=["numpy", "torch", "opencv-python-headless", "tqdm", "setuptools"],
+    install_requires=["numpy", "torch", "opencv-python-headless", "tqdm", "pyyaml", "rosbags", "setuptools"],
     zip_safe=False,
     maintainer="espnet_ros developers",
     maintainer_email="espnet-ros@users.noreply.github.com",
     description="ESPNet semantic segmentation for ROS 2: masks, overlays and drivable area from camera images.",
     license="MIT",
-    extras_require={"test": ["pytest"], "onnxruntime": ["onnx", "onnxruntime"]},
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "espnet-ros = espnet_ros.cli:main",

@@ -7,10 +7,9 @@ pre/post-processing, rendering, evaluation, geometry) and never imports ROS. The
 Importing the package sets one OpenCV setting, unless it is already set: ``OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER=0``.
 By default the workers of OpenCV's thread pool keep polling for new work (yielding the CPU between polls) after every
 parallel operation. Here every OpenCV resize is followed at once by the network's OpenMP threads, and on a small CPU
-the polling worker keeps preempting them: in the node on two cores it waited runnable for 530–580 ms of every second,
-and with the setting 13–14 ms (``docs/performance.md``, "ROS latency, fourth session"). With the setting the workers
-sleep as soon as a job is done. OpenCV reads it once, when it is first
-imported, so it takes effect where :mod:`espnet_ros` is imported before ``cv2`` (every entry point of this package).
+the polling worker keeps preempting them (docs/performance.md, "Thread pools"). With the setting the workers sleep as
+soon as a job is done. OpenCV reads it once, when it is first imported, so it takes effect where :mod:`espnet_ros`
+is imported before ``cv2`` (every entry point of this package).
 """
 
 import os

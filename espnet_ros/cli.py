@@ -7,7 +7,9 @@ Subcommands: ``segment`` (images, folders or videos → ``<stem>.labels.png``, `
 JSON), ``presets`` (the weights registry and the state of each file in the weights directory),
 ``download-weights`` (verified downloads of weights and sample frames) and ``bench`` (handed to
 :mod:`espnet_ros.bench`). It is a thin shell over :mod:`espnet_ros.core`: domain errors are printed as one line on
-stderr with exit status 2, never as a traceback. No ROS.
+stderr with exit status 2, never as a traceback. ``segment`` skips an input it cannot read (a missing path, a
+corrupt image, a video that will not open) with one line each, writes everything else and then exits with status 1.
+No ROS.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 # Heavy modules (torch, OpenCV) are imported inside the subcommands so that `espnet-ros --help` stays instant.
+from espnet_ros.bag_cli import add_extract_frames_parser, add_segment_bag_parser
 from espnet_ros.core.errors import EspnetRosError
 from espnet_ros.core.labels import VOID_MEANINGS, UnknownClassError
 
 if TYPE_CHECKING:
+    from espnet_ros.core.frames import Frame, FrameSource
     from espnet_ros.core.geometry import CameraPose, GridSpec
+    from espnet_ros.core.weights import WeightsPreset
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -62,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "also <stem>.grid.png, the drivable area seen from above.")
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
     seg.add_argument("--preset", default=None, help="weights preset (see `espnet-ros presets`; default cityscapes)")
+    seg.add_argument("--model", default=None, metavar="DIR", help="a model file from `espnet-ros train` instead")
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     seg.add_argument("--output-size", choices=("input", "network"), default="input",
                      help="write masks at the frame's resolution (default) or the network's")
@@ -97,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a preset on a labelled split (mIoU, accuracies)",
                         description="Segment every image at the preset's native size and compare with the label map "
                                     "of the same name (single-channel class ids at any resolution).")
-    ev.add_argument("--preset", required=True, help="weights preset, e.g. camvid")
+    ev.add_argument("--preset", default=None, help="weights preset, e.g. camvid")
+    ev.add_argument("--model", default=None, metavar="DIR", help="a model file from `espnet-ros train` instead")
     ev.add_argument("--images", required=True, metavar="DIR", help="folder of images")
     ev.add_argument("--labels", required=True, metavar="DIR", help="folder of label maps (same file names)")
     ev.add_argument("--protocol", choices=("upstream", "standard"), default="upstream",
@@ -108,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     pr = sub.add_parser("presets", help="list the weights presets and whether their files are present and valid")
+    pr.add_argument("--models-dir", metavar="DIR", default=None,
+                    help="also list the model files in DIR (default: $ESPNET_ROS_MODELS_DIR or "
+                         "~/.cache/espnet_ros/models)")
     _add_common(pr, device=False)
     pr.set_defaults(func=_cmd_presets)
 
@@ -124,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "file:// works for a local mirror)")
     _add_common(dl, device=False)
     dl.set_defaults(func=_cmd_download)
+
+    add_segment_bag_parser(sub, _add_common)
+    add_extract_frames_parser(sub)
+    from espnet_ros.train_cli import add_export_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_export_parser(sub)
 
     sub.add_parser("bench", help="benchmark inference (arguments are passed to espnet_ros.bench; see bench --help)",
                    add_help=False)
@@ -167,14 +185,10 @@ def _bench_args(argv: list[str]) -> list[str]:
 
 
 def _cmd_bench(argv: list[str]) -> int:
-    import importlib
+    from espnet_ros.bench import main as bench_main  # imported on use: the other commands start faster
 
     try:
-        bench = importlib.import_module("espnet_ros.bench")
-    except ImportError as exc:
-        return _fail(CliError(f"the benchmark module is not available ({exc})"))
-    try:
-        status = bench.main(argv)
+        status = bench_main(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
     except EspnetRosError as exc:
@@ -208,7 +222,7 @@ def _floats(option: str, text: str, names: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != len(fields) or not all(v == v and abs(v) != float("inf") for v in values):
+    if len(values) != len(fields) or not all(math.isfinite(v) for v in values):
         raise CliError(f"{option} {text!r}: expected {len(fields)} comma-separated numbers {names}")
     return values
 
@@ -239,6 +253,17 @@ def _grid_settings(args: argparse.Namespace) -> tuple[GridSpec, CameraPose, tupl
     return spec, CameraPose.from_body_rpy(*mount), intrinsics
 
 
+def _preset_or_model(args: argparse.Namespace) -> WeightsPreset:
+    """The preset of ``--preset`` or the model file of ``--model`` (one of them; default preset cityscapes)."""
+    from espnet_ros.core.modelfile import resolve_preset
+
+    if args.preset is not None and args.model is not None:
+        raise CliError("give --preset or --model, not both")
+    if args.model is not None and getattr(args, "weights_file", None):
+        raise CliError("--weights-file applies to presets; a model folder names its own weights")
+    return resolve_preset(args.preset, args.model)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
@@ -247,9 +272,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from espnet_ros.core.geometry import CameraModel, ProjectorCache, render_grid
     from espnet_ros.core.render import Renderer
     from espnet_ros.core.segmenter import Segmenter
-    from espnet_ros.core.weights import DEFAULT_PRESET, get_preset
-
-    preset = get_preset(args.preset or DEFAULT_PRESET)
+    preset = _preset_or_model(args)
     classes = None if args.drivable_classes is None else [c for c in args.drivable_classes.split(",") if c.strip()]
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError(f"--alpha must be between 0 and 1, got {args.alpha}")
@@ -257,7 +280,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     grid = _grid_settings(args)
     unknown_lut = preset.label_set.void_lut(args.grid_void)
     projectors = ProjectorCache()
-    source = FrameSource(args.inputs)
+    inputs, skipped = _usable_inputs(args.inputs)
+    source = FrameSource(inputs)
     out_dir = Path(args.out).expanduser()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,8 +291,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                           device=args.device, output_size=args.output_size)
     _log.info("segmenting %d file(s) with %s into %s", len(source.files), preset.name, out_dir)
     count = 0
-    with _progress(args.quiet, total=source.frame_count, unit="frame", desc="segment") as bar:
-        for frame in source:
+    with _progress(args.quiet, total=_frame_count(source), unit="frame", desc="segment") as bar:
+        for frame in _frames_skipping_bad_files(source, skipped):
             result = segmenter.segment(frame.image, color_order="bgr")
             ids = result.class_ids
             image = frame.image
@@ -294,19 +318,87 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             bar.update(1)
     if not args.quiet:
         print(f"wrote {count} frame(s) × {5 if grid else 4} files to {out_dir}", file=sys.stderr)
+    if skipped:
+        print(f"{PROG}: {len(skipped)} input(s) skipped (see above); everything else was written", file=sys.stderr)
+        return 1
     return 0
 
 
+def _frame_count(source: FrameSource) -> int | None:
+    """The frames ``source`` will yield, for the progress bar; ``None`` if a video's count cannot be read."""
+    from espnet_ros.core.frames import FrameSourceError
+    from espnet_ros.core.quiet import native_stderr_captured
+
+    try:
+        with native_stderr_captured():
+            return source.frame_count
+    except FrameSourceError:  # the video is reported when its frames are read
+        return None
+
+
+def _skip(skipped: list[str], reason: str) -> None:
+    """Report one input that cannot be used (one line) and remember it; the command goes on with the others."""
+    skipped.append(reason)
+    print(f"{PROG}: skipped: {reason}", file=sys.stderr)
+
+
+def _usable_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The inputs that name usable files, and the reasons of those skipped (each reported on its line)."""
+    from espnet_ros.core.frames import FrameSource, FrameSourceError
+
+    usable: list[str] = []
+    problems: list[FrameSourceError] = []
+    for entry in inputs:
+        try:
+            FrameSource([entry])  # checks the path: exists, supported, not an empty folder
+        except FrameSourceError as exc:
+            problems.append(exc)
+        else:
+            usable.append(entry)
+    if not usable and len(problems) == 1:
+        raise problems[0]
+    skipped: list[str] = []
+    for problem in problems:
+        _skip(skipped, str(problem))
+    if not usable:
+        raise CliError(f"none of the {len(inputs)} inputs can be read (see above)")
+    return usable, skipped
+
+
+def _frames_skipping_bad_files(source: FrameSource, skipped: list[str]) -> Iterator[Frame]:
+    """The frames of every file of ``source``; a file that cannot be decoded is reported and skipped.
+
+    Native libraries (libpng, libjpeg, FFmpeg) write their own complaints to stderr while decoding; they are kept
+    off the terminal and the first of them is added to the one line that reports the file.
+    """
+    from espnet_ros.core.frames import FrameSourceError
+    from espnet_ros.core.quiet import native_stderr_captured
+
+    for path in source.files:
+        frames = source.iter_file(path)
+        while True:
+            try:
+                with native_stderr_captured() as noise:
+                    frame = next(frames, None)
+            except FrameSourceError as exc:
+                detail = noise.first_line()
+                _skip(skipped, f"{exc}" + (f" (decoder: {detail})" if detail else ""))
+                break
+            if frame is None:
+                break
+            yield frame
+
+
 def _fmt(v: float) -> str:
-    return "   n/a" if v != v else f"{v:6.2f}"
+    return "   n/a" if math.isnan(v) else f"{v:6.2f}"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from espnet_ros.core.evaluate import evaluate_split, find_pairs
     from espnet_ros.core.segmenter import Segmenter
-    from espnet_ros.core.weights import get_preset
-
-    preset = get_preset(args.preset)
+    if args.preset is None and args.model is None:
+        raise CliError("give --preset NAME or --model DIR")
+    preset = _preset_or_model(args)
     pairs = find_pairs(Path(args.images).expanduser(), Path(args.labels).expanduser())
     json_path = Path(args.json).expanduser() if args.json else None
     if json_path is not None and not json_path.parent.is_dir():
@@ -362,7 +454,32 @@ def _cmd_presets(args: argparse.Namespace) -> int:
                      p.file, status])
     print(f"weights folder: {folder}", file=sys.stdout)
     _table(rows, sys.stdout)
+    _list_models(args.models_dir)
     return 0
+
+
+def _list_models(explicit: str | None) -> None:
+    """Print the model files of the models folder (``presets --models-dir``; the default folder only if it exists)."""
+    from espnet_ros.core.modelfile import find_models, models_dir
+
+    folder = models_dir(explicit)
+    if explicit is None and not folder.is_dir():
+        return
+    found = find_models(folder)
+    print(f"\nmodels folder: {folder}" + ("" if found else " (no model files; `espnet-ros train --out` writes them)"),
+          file=sys.stdout)
+    if not found:
+        return
+    rows = [["model (use with --model / model:=)", "classes", "params", "input", "val mIoU", "status"]]
+    for path, model in found:
+        if isinstance(model, EspnetRosError):
+            rows.append([str(path), "", "", "", "", f"INVALID: {model}"])
+            continue
+        miou = model.metrics.get("val_miou")
+        rows.append([str(path), str(model.label_set.num_classes), f"{model.num_params:,}",
+                     f"{model.input_size[0]}x{model.input_size[1]}", "n/a" if miou is None else f"{miou:.2f}",
+                     "ok (sha256 verified)"])
+    _table(rows, sys.stdout)
 
 
 def _cmd_download(args: argparse.Namespace) -> int:

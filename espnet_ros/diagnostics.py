@@ -20,17 +20,21 @@ from dataclasses import dataclass, field
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from espnet_ros.transport import profile_hint
+
 __all__ = [
     "ERROR",
     "OK",
     "WARN",
     "CameraSnapshot",
     "CameraStats",
+    "DiagKey",
     "LatencyWindow",
     "RateMeter",
     "build_diagnostic_array",
     "camera_level",
     "fmt_ms",
+    "frames_before_first",
     "percentile",
     "sequence_gap",
 ]
@@ -41,6 +45,7 @@ OK, WARN, ERROR = 0, 1, 2
 _COUNTERS = (
     "received", "processed", "published", "dropped_superseded", "dropped_late", "dropped_stale", "rejected",
     "publish_errors", "internal_errors", "skipped_no_subscribers", "missed_upstream", "lost_in_transport",
+    "missed_before_first",
 )
 
 
@@ -108,6 +113,40 @@ class LatencyWindow:
         return len(self._samples)
 
 
+class DiagKey:
+    """The keys of the values in the node's ``/diagnostics`` statuses, defined once for the node and its readers.
+
+    The strings are what ``rqt_robot_monitor`` shows; tools (``espnet-ros bench``) look values up by these names,
+    never by a copy of the string.
+    """
+
+    INPUT_RATE = "input rate (Hz)"
+    OUTPUT_RATE = "output rate (Hz)"
+    LATENCY_P50 = "latency p50 (ms)"
+    LATENCY_P95 = "latency p95 (ms)"
+    QUEUE_WAIT_P50 = "queue wait p50 (ms)"
+    RECEIVED = "frames received"
+    PROCESSED = "frames processed"
+    PUBLISHED = "frames published"
+    DROPPED_SUPERSEDED = "frames dropped (superseded)"
+    DROPPED_LATE = "frames dropped (late)"
+    DROPPED_STALE = "frames dropped (stale)"
+    REJECTED = "frames rejected (malformed)"
+    PUBLISH_ERRORS = "publish errors"
+    INTERNAL_ERRORS = "internal errors"
+    SKIPPED_NO_SUBSCRIBERS = "frames skipped (no subscribers)"
+    MISSED_UPSTREAM = "frames missed upstream (sequence gaps)"
+    LOST_IN_TRANSPORT = "frames lost in transport"
+    MISSED_BEFORE_FIRST = "frames sent before the first received"
+    SECONDS_SINCE_INPUT = "seconds since last input"
+    LAST_PROBLEM = "last problem"
+    SEGMENTATION_P50 = "segmentation time p50 (ms)"
+    SEGMENTATION_P95 = "segmentation time p95 (ms)"
+    CALLBACK_ERRORS = "callback errors survived"
+    LAST_CALLBACK_ERROR = "last callback error"
+    LIFECYCLE_STATE = "lifecycle state"
+
+
 @dataclass(frozen=True)
 class CameraSnapshot:
     """One camera's counters and rates at one moment (see :class:`CameraStats` for the counters' meaning)."""
@@ -125,6 +164,7 @@ class CameraSnapshot:
     skipped_no_subscribers: int
     missed_upstream: int
     lost_in_transport: int
+    missed_before_first: int
     input_hz: float
     output_hz: float
     latency_p50: float
@@ -154,6 +194,12 @@ class CameraStats:
             the publisher's sequence numbers while the topic has one publisher: the middleware's keep-last input
             queue (``input_qos`` depth) replaced them while the node was busy, or they were lost in transport.
             Stays 0 where the middleware reports no sequence numbers.
+        missed_before_first: frames a publisher sent before the first of its frames that reached the node (the
+            sequence number of that first frame minus one, counted for the camera's first publisher and for every
+            publisher that restarts its count while it is the only one): frames sent while the middleware was
+            still matching the two ends. For a publisher that was already running when the node started it also
+            counts what it sent before the node subscribed. Stays 0 where the middleware reports no sequence
+            numbers.
         lost_in_transport: frames the middleware reports as lost on the way (the subscription's message-lost
             event), a part of ``missed_upstream``; for camera-sized images between processes this is what a
             missing or too small shared-memory segment causes.
@@ -174,6 +220,7 @@ class CameraStats:
     skipped_no_subscribers: int = 0
     missed_upstream: int = 0
     lost_in_transport: int = 0
+    missed_before_first: int = 0
     last_sequence: int | None = None
     last_problem: str = ""
     last_input: float | None = None
@@ -212,6 +259,21 @@ def sequence_gap(last: int | None, sequence: object) -> tuple[int, int | None]:
     return sequence - last - 1, sequence
 
 
+def frames_before_first(last: int | None, sequence: object, first_frame: bool) -> int:
+    """Frames a publisher sent before the first of its frames that arrived (``missed_before_first``).
+
+    ``sequence`` is the arriving frame's publisher sequence number (``None`` or not positive: unknown, or several
+    publishers), ``last`` the previous frame's, ``first_frame`` whether it is the camera's first frame. A new
+    publisher is the camera's first one, or one whose count restarted (``sequence <= last``); its sequence
+    numbers start at 1, so ``sequence - 1`` of its frames never arrived. 0 for every other frame.
+    """
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence <= 0:
+        return 0
+    if first_frame or (last is not None and sequence <= last):
+        return sequence - 1
+    return 0
+
+
 def camera_level(
     current: CameraSnapshot, previous: CameraSnapshot | None, stall_timeout: float
 ) -> tuple[int, str]:
@@ -228,8 +290,7 @@ def camera_level(
     taken = delta("processed") + delta("rejected") + delta("dropped_stale") + delta("internal_errors")
     if current.seconds_since_input is None:
         return WARN, (
-            f"no image received yet on {current.topic}: check the topic name and input_qos; for camera-sized images "
-            "between processes on Fast DDS use config/fastdds_shm.xml (FASTDDS_DEFAULT_PROFILES_FILE)"
+            f"no image received yet on {current.topic}: check the topic name and input_qos; {profile_hint()}"
         )
     if delta("rejected") > 0 and delta("rejected") == taken:
         return ERROR, f"every frame rejected ({delta('rejected')} in the last period): {current.last_problem}"
@@ -248,9 +309,8 @@ def camera_level(
         return WARN, f"some frames rejected: {current.last_problem}"
     if delta("lost_in_transport") > 0:
         return WARN, (
-            f"{delta('lost_in_transport')} frames lost in transport in the last period: for camera-sized images "
-            "between processes on Fast DDS use config/fastdds_shm.xml (FASTDDS_DEFAULT_PROFILES_FILE) in the camera's "
-            "process and this one; over a network use a reliable camera and input_qos reliable"
+            f"{delta('lost_in_transport')} frames lost in transport in the last period: {profile_hint()}; over a "
+            "network use a reliable camera and input_qos reliable"
         )
     return OK, "ok"
 
@@ -288,26 +348,27 @@ def build_diagnostic_array(
         st.hardware_id = snap.topic
         st.message = message
         st.values = _values([
-            ("input rate (Hz)", _fmt(snap.input_hz)),
-            ("output rate (Hz)", _fmt(snap.output_hz)),
-            ("latency p50 (ms)", fmt_ms(snap.latency_p50)),
-            ("latency p95 (ms)", fmt_ms(snap.latency_p95)),
-            ("queue wait p50 (ms)", fmt_ms(snap.queue_wait_p50)),
-            ("frames received", snap.received),
-            ("frames processed", snap.processed),
-            ("frames published", snap.published),
-            ("frames dropped (superseded)", snap.dropped_superseded),
-            ("frames dropped (late)", snap.dropped_late),
-            ("frames dropped (stale)", snap.dropped_stale),
-            ("frames rejected (malformed)", snap.rejected),
-            ("publish errors", snap.publish_errors),
-            ("internal errors", snap.internal_errors),
-            ("frames skipped (no subscribers)", snap.skipped_no_subscribers),
-            ("frames missed upstream (sequence gaps)", snap.missed_upstream),
-            ("frames lost in transport", snap.lost_in_transport),
-            ("seconds since last input", "never" if snap.seconds_since_input is None
+            (DiagKey.INPUT_RATE, _fmt(snap.input_hz)),
+            (DiagKey.OUTPUT_RATE, _fmt(snap.output_hz)),
+            (DiagKey.LATENCY_P50, fmt_ms(snap.latency_p50)),
+            (DiagKey.LATENCY_P95, fmt_ms(snap.latency_p95)),
+            (DiagKey.QUEUE_WAIT_P50, fmt_ms(snap.queue_wait_p50)),
+            (DiagKey.RECEIVED, snap.received),
+            (DiagKey.PROCESSED, snap.processed),
+            (DiagKey.PUBLISHED, snap.published),
+            (DiagKey.DROPPED_SUPERSEDED, snap.dropped_superseded),
+            (DiagKey.DROPPED_LATE, snap.dropped_late),
+            (DiagKey.DROPPED_STALE, snap.dropped_stale),
+            (DiagKey.REJECTED, snap.rejected),
+            (DiagKey.PUBLISH_ERRORS, snap.publish_errors),
+            (DiagKey.INTERNAL_ERRORS, snap.internal_errors),
+            (DiagKey.SKIPPED_NO_SUBSCRIBERS, snap.skipped_no_subscribers),
+            (DiagKey.MISSED_UPSTREAM, snap.missed_upstream),
+            (DiagKey.LOST_IN_TRANSPORT, snap.lost_in_transport),
+            (DiagKey.MISSED_BEFORE_FIRST, snap.missed_before_first),
+            (DiagKey.SECONDS_SINCE_INPUT, "never" if snap.seconds_since_input is None
              else f"{snap.seconds_since_input:.2f}"),
-            ("last problem", snap.last_problem or "none"),
+            (DiagKey.LAST_PROBLEM, snap.last_problem or "none"),
         ])
         statuses.append(st)
     node_status = DiagnosticStatus()

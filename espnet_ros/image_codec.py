@@ -23,6 +23,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, ImageError
+from espnet_ros.core.image_header import ImageHeaderError, check_image_header
 
 __all__ = [
     "COLOR_ORDER_OF_ENCODING",
@@ -34,6 +35,7 @@ __all__ = [
     "bytes_per_pixel",
     "decode_compressed",
     "decode_image",
+    "decode_mono8",
     "encode_compressed",
     "encode_image",
 ]
@@ -210,6 +212,17 @@ def decode_image(msg: Image) -> DecodedImage:
     return DecodedImage(image=np.asarray(image, dtype=np.uint8), color_order=COLOR_ORDER_OF_ENCODING[encoding])
 
 
+def decode_mono8(msg: Image) -> NDArray[np.uint8]:
+    """The ``(H, W) uint8`` pixels of a ``mono8`` image (class masks), its geometry checked like :func:`decode_image`.
+
+    A view of ``msg.data`` where the rows are unpadded. Raises :class:`ImageEncodingError` for another encoding,
+    an empty or oversized frame, ``step`` shorter than a row and ``len(data) != step * height``.
+    """
+    if str(msg.encoding) != "mono8":
+        raise ImageEncodingError(f"expected a mono8 image, got encoding {msg.encoding!r}; decode it with decode_image")
+    return _rows(msg, "mono8")
+
+
 _FORMAT_WORD = re.compile(r"[a-z0-9_]+")
 
 
@@ -244,8 +257,9 @@ def decode_compressed(msg: CompressedImage) -> DecodedImage:
     The compressed bytes always hold OpenCV's BGR order (image_transport converts colour images to bgr8 before
     compressing), so ``color_order`` is ``"bgr"`` whatever the original encoding in ``format``; grey images become 3
     equal channels, 16-bit png is reduced to 8 bits and alpha is dropped. An empty ``format`` is accepted and the
-    codec sniffed from the data. Raises :class:`ImageEncodingError` for compressedDepth or non-jpeg/png formats,
-    empty or corrupted data and oversized frames.
+    codec sniffed from the data. The size declared in the png/jpeg header is checked before decoding, so a
+    decompression bomb costs no memory. Raises :class:`ImageEncodingError` for compressedDepth or non-jpeg/png
+    formats or data, empty or corrupted data and oversized frames.
     """
     fmt = str(msg.format)
     codec = _compressed_codec(fmt)
@@ -253,6 +267,10 @@ def decode_compressed(msg: CompressedImage) -> DecodedImage:
     label = f"CompressedImage (format {fmt!r}, {data.size} bytes)"
     if data.size == 0:
         raise ImageEncodingError(f"{label} has no data; expected {codec or 'jpeg or png'} bytes. Check the publisher.")
+    try:  # the declared size, before anything is decoded: a few bytes can declare gigapixels
+        check_image_header(data, f"{label} could not be decoded", formats=("jpeg", "png"))
+    except ImageHeaderError as exc:
+        raise ImageEncodingError(str(exc)) from None
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:

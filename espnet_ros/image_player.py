@@ -2,7 +2,9 @@
 
 This module owns the player's parameters (declared once, read into a frozen :class:`PlayerConfig`; the ``qos``
 string is parsed by :mod:`espnet_ros.qos`), the synthetic pinhole ``CameraInfo`` it publishes beside every frame,
-and ``main()`` (the ``image_player`` executable; positional arguments are input paths). Frames come from
+and ``main()`` (the ``image_player`` executable; positional arguments are input paths). When the inputs are
+rosbag2 recordings, :mod:`espnet_ros.bag_player` plays their camera topics instead (``topics``, ``speed``,
+``stamps``, ``publish_clock``, ``wait_for_subscribers``). Otherwise frames come from
 :class:`espnet_ros.core.frames.FrameSource`; they are converted and encoded once into messages which, when looping,
 are cached so that later passes only stamp and publish. Topics are relative: ``image`` (or ``image/compressed``)
 and ``camera_info``; both messages of a frame carry the same header, stamped from the node clock at publish time.
@@ -23,9 +25,8 @@ import numpy as np
 import rclpy
 from numpy.typing import NDArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -34,11 +35,14 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from espnet_ros.bag_player import STAMP_MODES, BagPlayback, BagPublisher, all_bags, restamps
 from espnet_ros.core.errors import EspnetRosError
 from espnet_ros.core.frames import Frame, FrameSource, FrameSourceError
 from espnet_ros.image_codec import encode_compressed, encode_image
 from espnet_ros.qos import QosError, parse_qos
-from espnet_ros.spinning import spin_until_shutdown
+from espnet_ros.ros_compat import RCLError
+from espnet_ros.ros_logging import RosLogHandler, bridge_logging, unbridge_logging
+from espnet_ros.spinning import StopSignals, spin_until_shutdown
 
 __all__ = [
     "PLAYER_ENCODINGS",
@@ -78,6 +82,11 @@ class PlayerConfig:
     cx: float
     cy: float
     cache_mb: int
+    topics: tuple[str, ...] = ()
+    speed: float = 1.0
+    stamps: str = "auto"
+    publish_clock: bool = False
+    wait_for_subscribers: int = 0
 
 
 def _float_range(low: float, high: float) -> list[FloatingPointRange]:
@@ -128,6 +137,25 @@ _PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "cache_mb": (1024, ParameterDescriptor(
         description="When looping, keep encoded frames of the first pass in memory up to this many MiB so later "
         "passes do not re-read files (0 = never cache).", integer_range=_int_range(0, 1 << 20), read_only=True)),
+    # recordings (paths naming rosbag2 folders, .mcap or .db3 files)
+    "topics": ([""], ParameterDescriptor(
+        description="Bags: image topics to play (default: every Image / CompressedImage topic), each with its "
+        "recorded camera_info; published under the recorded names (remap with -r /front/image_raw:=/image).",
+        read_only=True)),
+    "speed": (1.0, ParameterDescriptor(
+        description="Bags: the recorded pace times speed (2.0 = twice as fast); 0 plays one frame per 1/rate s.",
+        floating_point_range=_float_range(0.0, 1000.0), read_only=True)),
+    "stamps": ("auto", ParameterDescriptor(
+        description="Bags: now (re-stamp with the player's clock when published), recorded, or auto (now unless "
+        "publish_clock). Recorded stamps are old: the segmentation node drops frames older than max_frame_age "
+        "unless it runs with use_sim_time on this player's /clock.", read_only=True)),
+    "publish_clock": (False, ParameterDescriptor(
+        description="Bags: publish the recorded time on /clock (for nodes with use_sim_time:=true).",
+        read_only=True)),
+    "wait_for_subscribers": (0, ParameterDescriptor(
+        description="Bags: hold the first message until every played image topic has at least this many "
+        "subscribers (0 = start at once; 1 when the segmentation node starts beside the player).",
+        integer_range=_int_range(0, 1000), read_only=True)),
 }
 
 
@@ -179,6 +207,8 @@ def _validate(config: PlayerConfig) -> None:
             raise ImagePlayerConfigError(f"{name} {value} is invalid; expected pixels >= 0 (0 = derive from size).")
     if config.cache_mb < 0:
         raise ImagePlayerConfigError(f"cache_mb {config.cache_mb} is invalid; expected >= 0 (0 = no cache).")
+    if config.stamps not in STAMP_MODES:
+        raise ImagePlayerConfigError(f"stamps {config.stamps!r} is invalid; expected one of {', '.join(STAMP_MODES)}.")
     _publisher_qos(config.qos, config.depth)
 
 
@@ -228,9 +258,16 @@ class ImagePlayer(Node):
 
     def __init__(self, node_name: str = "image_player", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        self.published = 0
+        self.finished: Future = Future()
+        self._bag: BagPublisher | None = None
+        self._log_bridge: RosLogHandler | None = bridge_logging(self.get_logger())  # core lines reach this log
         try:
             self.config = self._read_config()
             _validate(self.config)
+            if all_bags(self.config.paths):
+                self._play_bags()
+                return
             self._source = FrameSource(self.config.paths)
         except Exception:
             self.destroy_node()
@@ -241,8 +278,6 @@ class ImagePlayer(Node):
         else:
             self._image_pub = self.create_publisher(Image, "image", qos)
         self._info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
-        self.published = 0
-        self.finished: Future = Future()
         self._bad_files: set[Path] = set()
         self._pass_frames = 0  # frames read in the current pass
         self._stream: Generator[Frame, None, None] = self._one_pass()
@@ -258,7 +293,28 @@ class ImagePlayer(Node):
         for name, (default, descriptor) in _PARAMETERS.items():
             values[name] = self.declare_parameter(name, default, descriptor).value
         values["paths"] = _paths_value(values["paths"])
+        values["topics"] = _paths_value(values["topics"])
         return PlayerConfig(**values)
+
+    def _play_bags(self) -> None:
+        c = self.config
+
+        def finish(ok: bool) -> None:
+            self.published = self._bag.published if self._bag is not None else 0
+            self.get_logger().info(f"published {self.published} frame(s); done")
+            self.finished.set_result(ok)
+
+        playback = BagPlayback(c.paths, c.topics)
+        self._bag = BagPublisher(self, playback, _publisher_qos(c.qos, c.depth), speed=c.speed, rate=c.rate,
+                                 restamp=restamps(c.stamps, c.publish_clock), publish_clock=c.publish_clock,
+                                 wait_for_subscribers=c.wait_for_subscribers, loop=c.loop, count=c.count,
+                                 on_finish=finish)
+        self.get_logger().info(
+            f"playing {', '.join(c.paths)} ({playback.frames} frames per pass) on {', '.join(self._bag.topics)}: "
+            f"{'recorded pace x' + str(c.speed) if c.speed > 0 else str(c.rate) + ' Hz'}, "
+            f"stamps={'now' if restamps(c.stamps, c.publish_clock) else 'recorded'}, "
+            f"publish_clock={c.publish_clock}, loop={c.loop}, count={c.count or 'unlimited'}, qos={c.qos} "
+            f"depth={c.depth}")
 
     def _log_config(self) -> None:
         c = self.config
@@ -368,9 +424,15 @@ class ImagePlayer(Node):
 
     def destroy_node(self) -> None:
         """Close the open input (a video being read) and destroy the node."""
+        bag = getattr(self, "_bag", None)
+        if bag is not None:
+            bag.stop(False)
         stream = getattr(self, "_stream", None)
         if stream is not None:
             stream.close()  # releases a VideoCapture being read
+        if getattr(self, "_log_bridge", None) is not None:
+            unbridge_logging(self._log_bridge)
+            self._log_bridge = None
         super().destroy_node()
 
 
@@ -392,18 +454,13 @@ def main(args: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv if args is None else args)
     cli_paths = _parse_cli(remove_ros_args(argv)[1:])
+    signals = StopSignals()  # before rclpy.init: see espnet_ros.spinning
     rclpy.init(args=argv)
     node: ImagePlayer | None = None
     try:
         overrides = [Parameter("paths", Parameter.Type.STRING_ARRAY, cli_paths)] if cli_paths else []
         node = ImagePlayer(parameter_overrides=overrides)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            finished = node.finished
-            spin_until_shutdown(node, lambda _: executor.spin_until_future_complete(finished))
-        finally:
-            executor.shutdown()
+        spin_until_shutdown(node, until=node.finished.done)
         return 1 if node.finished.done() and not node.finished.result() else 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -412,9 +469,11 @@ def main(args: Sequence[str] | None = None) -> int:
         rclpy.logging.get_logger("image_player").error(str(exc))
         return 1
     finally:
+        signals.cleaning_up()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.exiting()
 
 
 if __name__ == "__main__":

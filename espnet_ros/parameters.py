@@ -13,6 +13,7 @@ the fix.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from rclpy.validate_topic_name import validate_topic_name
 from espnet_ros.core.accel import BACKENDS
 from espnet_ros.core.errors import EspnetRosError, WeightsError
 from espnet_ros.core.geometry import CameraPose, GeometryError, GridSpec
-from espnet_ros.core.labels import VOID_MEANINGS, UnknownClassError
+from espnet_ros.core.labels import VOID_MEANINGS, LabelSet, UnknownClassError
 from espnet_ros.core.weights import DEFAULT_PRESET, PRESETS, get_preset
 from espnet_ros.qos import INPUT_QOS_CHOICES, QosError, parse_qos
 from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY
@@ -42,7 +43,9 @@ __all__ = [
     "config_from_values",
     "declare_parameters",
     "parameter_values",
+    "parse_frame_sizes",
     "read_config",
+    "unknown_parameter_warnings",
 ]
 
 OutputResolution = Literal["camera", "network"]
@@ -68,6 +71,7 @@ class ParamSpec:
     int_range: tuple[int, int] | None = None
     dynamic_typing: bool = False
     lengths: tuple[int, ...] = ()  # accepted lengths of an array parameter (empty: any)
+    choices: tuple[str, ...] = ()  # accepted values of a string parameter (compared lower-case; empty: any)
 
     def expected(self) -> str:
         """What a valid value looks like, for error messages."""
@@ -86,9 +90,16 @@ class ParamSpec:
             kind += f" in {self.int_range[0]}..{self.int_range[1]}"
         if self.lengths:
             kind += " of " + " or ".join(str(n) for n in self.lengths) + " numbers"
+        if self.choices and not self.constraints:
+            kind += f" ({self.choices_text()})"
         if self.constraints:
             kind += f" ({self.constraints})"
         return kind
+
+    def choices_text(self) -> str:
+        """``"a, b or c"``: the declared choices as a sentence reads them."""
+        head, last = self.choices[:-1], self.choices[-1]
+        return f"{', '.join(head)} or {last}" if head else last
 
     def descriptor(self) -> ParameterDescriptor:
         """The ``ParameterDescriptor`` this spec declares (``ros2 param describe`` shows it)."""
@@ -96,7 +107,7 @@ class ParamSpec:
             name=self.name,
             type=ParameterType.PARAMETER_NOT_SET if self.dynamic_typing else self.type,
             description=self.description,
-            additional_constraints=self.constraints,
+            additional_constraints=self.constraints or (self.choices_text() if self.choices else ""),
             read_only=self.read_only,
             dynamic_typing=self.dynamic_typing,
         )
@@ -115,7 +126,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "preset", DEFAULT_PRESET, ParameterType.PARAMETER_STRING,
         "Pretrained ESPNet weights preset (the model, its label set and preprocessing)." + _RESTART,
-        read_only=True, constraints="one of: " + ", ".join(PRESETS),
+        read_only=True, choices=tuple(PRESETS),
+    ),
+    ParamSpec(
+        "model", "", ParameterType.PARAMETER_STRING,
+        "A model file to run instead of the preset: the folder `espnet-ros train` writes (OUT/best). Its manifest "
+        "gives the classes, colours, default drivable classes, preprocessing and input size; its weights are "
+        "sha256-checked on every load. Empty: the preset." + _RESTART,
+        read_only=True,
     ),
     ParamSpec(
         "weights_dir", "", ParameterType.PARAMETER_STRING,
@@ -138,7 +156,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "output_resolution", "camera", ParameterType.PARAMETER_STRING,
         "Resolution of every image output: camera (pixel-aligned with the input image and its CameraInfo) or "
         "network (the preset's input size, cheaper; segmentation/camera_info is scaled to match)." + _RESTART,
-        read_only=True, constraints="camera or network",
+        read_only=True, choices=("camera", "network"),
     ),
     ParamSpec(
         "drivable_classes", ["road"], ParameterType.PARAMETER_STRING_ARRAY,
@@ -186,7 +204,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "image_transport", "raw", ParameterType.PARAMETER_STRING,
         "raw: subscribe to sensor_msgs/Image on each camera topic; compressed: to sensor_msgs/CompressedImage "
         "(jpeg/png) on <camera topic>/compressed." + _RESTART,
-        read_only=True, constraints="raw or compressed",
+        read_only=True, choices=("raw", "compressed"),
     ),
     ParamSpec(
         "cameras", ["image"], ParameterType.PARAMETER_STRING_ARRAY,
@@ -204,17 +222,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "backend", "auto", ParameterType.PARAMETER_STRING,
         "CPU inference backend: auto (the fastest exact path measured: the network compiled ahead of time on first "
-        "use and cached, else fused), eager (the network as written), fused, compiled or onnxruntime. Every "
+        "use and cached, else fused), eager (the network as written), fused or compiled. Every "
         "backend gives the same labels; $ESPNET_ROS_BACKEND overrides auto. On CUDA only auto and eager apply "
         "(the GPU pipeline)." + _RESTART,
-        read_only=True, constraints="auto, eager, fused, compiled or onnxruntime",
+        read_only=True, choices=tuple(BACKENDS),
     ),
     ParamSpec(
         "gpu_precision", "float16", ParameterType.PARAMETER_STRING,
         "Arithmetic of the network on CUDA: float16 (default; faster, agrees with float32 on >= 99.9% of pixels) or "
         "float32 (the labels of the float32 network). Ignored on the CPU, which always computes in float32."
         + _RESTART,
-        read_only=True, constraints="float16 or float32",
+        read_only=True, choices=("float16", "float32"),
     ),
     ParamSpec(
         "grid_frame", "base_footprint", ParameterType.PARAMETER_STRING,
@@ -246,14 +264,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "neither as drivable nor as not; a cell seen only by them stays -1, and the points walk over them) or "
         "obstacle (non-drivable). The Cityscapes networks label the ego vehicle's hood void, which would otherwise "
         "put occupied cells right in front of the camera." + _RESTART,
-        read_only=True, constraints="unknown or obstacle",
+        read_only=True, choices=tuple(VOID_MEANINGS),
     ),
     ParamSpec(
         "camera_pose_source", "parameters", ParameterType.PARAMETER_STRING,
         "Where the camera pose in grid_frame comes from: parameters (camera_mount, the same for every camera) or "
         "tf (the transform from each image's header.frame_id, its optical frame, to grid_frame at the image's "
         "stamp; needs tf2_ros from a ROS install)." + _RESTART,
-        read_only=True, constraints="parameters or tf",
+        read_only=True, choices=("parameters", "tf"),
     ),
     ParamSpec(
         "camera_mount", [0.0, 0.0, 1.5, 0.0, 0.0, 0.0], ParameterType.PARAMETER_DOUBLE_ARRAY,
@@ -271,6 +289,26 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "points are published and a warning says why." + _RESTART,
         read_only=True, lengths=(0, 4), constraints="empty, or fx, fy > 0",
     ),
+    ParamSpec(
+        "autostart", True, ParameterType.PARAMETER_BOOL,
+        "true: the node configures and activates itself at start (ros2 run, plain launch). false: it starts "
+        "unconfigured and a lifecycle manager drives it (ros2 lifecycle set, nav2_lifecycle_manager with "
+        "bond_timeout 0.0); see docs/lifecycle.md." + _RESTART,
+        read_only=True,
+    ),
+    ParamSpec(
+        "warmup_sizes", "", ParameterType.PARAMETER_STRING,
+        "Frame sizes to run once at configure, so that the first frames of these sizes wait on no first-use work "
+        "(CUDA graphs and compiled shapes on a GPU, buffers on the CPU), e.g. '2048x1024, 640x480'. Empty: none "
+        "(the network itself is always built at configure)." + _RESTART,
+        read_only=True, constraints="WIDTHxHEIGHT, separated by commas or spaces",
+    ),
+    ParamSpec(
+        "jpeg_quality", 80, ParameterType.PARAMETER_INTEGER,
+        "JPEG quality of segmentation/overlay/compressed, drivable_overlay/compressed and color_mask/compressed "
+        "(class_mask/compressed is PNG, lossless)." + _RESTART,
+        read_only=True, int_range=(1, 100),
+    ),
 )
 """The parameter table: every parameter of the node, declared from here and nowhere else."""
 
@@ -278,6 +316,8 @@ TUNABLE: frozenset[str] = frozenset(p.name for p in PARAMETERS if not p.read_onl
 """Parameters that may change while the node runs."""
 
 _SPECS = {p.name: p for p in PARAMETERS}
+_ARRAY_TYPES = frozenset({ParameterType.PARAMETER_STRING_ARRAY, ParameterType.PARAMETER_DOUBLE_ARRAY,
+                          ParameterType.PARAMETER_INTEGER_ARRAY, ParameterType.PARAMETER_BOOL_ARRAY})
 
 
 @dataclass(frozen=True)
@@ -312,6 +352,7 @@ class NodeConfig:
     camera_mount: tuple[float, float, float, float, float, float] = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
     camera_intrinsics: tuple[float, ...] = ()
     max_queue_delay: float = DEFAULT_MAX_QUEUE_DELAY
+    model: str = ""
 
     @property
     def grid_spec(self) -> GridSpec:
@@ -326,6 +367,25 @@ class NodeConfig:
     def summary(self) -> str:
         """One line with every setting, for the start-up log."""
         return ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__)
+
+
+def _as_choice(name: str, value: Any) -> str:
+    """A string parameter checked against the choices declared for it (lower-cased)."""
+    spec = _SPECS[name]
+    text = _as_str(name, value).lower()
+    if text not in spec.choices:
+        raise ParameterError(f"parameter {name}={text!r} is not accepted; use {spec.choices_text()} "
+                             f"(default {spec.default})")
+    return text
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An integer parameter checked against the range declared for it."""
+    spec = _SPECS[name]
+    rng = spec.int_range
+    if isinstance(value, bool) or not isinstance(value, int) or (rng is not None and not rng[0] <= value <= rng[1]):
+        raise ParameterError(f"parameter {name}={value!r}; use {spec.expected()} (default {spec.default})")
+    return int(value)
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -435,12 +495,26 @@ def _class_keys(value: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _resolve_drivable(preset: str, keys: tuple[str, ...]) -> tuple[int, ...]:
-    labels = get_preset(preset).label_set
+def _resolve_drivable(preset: str, keys: tuple[str, ...], model: str = "") -> tuple[int, ...]:
+    if model:
+        labels = _model_labels(model)
+        if list(keys) == _SPECS["drivable_classes"].default:  # the default [road] means: the manifest's classes
+            return labels.default_drivable
+    else:
+        labels = get_preset(preset).label_set
     try:
         return labels.resolve_classes(keys)
     except UnknownClassError as exc:
         raise ParameterError(f"parameter drivable_classes={list(keys)!r}: {exc}") from None
+
+
+def _model_labels(model: str) -> LabelSet:
+    from espnet_ros.core.modelfile import load_model
+
+    try:
+        return load_model(model).label_set
+    except WeightsError as exc:
+        raise ParameterError(f"parameter model={model!r}: {exc}") from None
 
 
 def _cameras(value: Any) -> tuple[str, ...]:
@@ -465,6 +539,24 @@ def _cameras(value: Any) -> tuple[str, ...]:
     return topics
 
 
+def parse_frame_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """Parse ``warmup_sizes``: ``"2048x1024, 640x480"`` → ``((2048, 1024), (640, 480))``; ``""`` → ``()``.
+
+    Raises:
+        ParameterError: an entry is not ``WIDTHxHEIGHT`` with positive integers up to 16384.
+    """
+    sizes = []
+    for item in text.replace(",", " ").split():
+        width, _, height = item.lower().partition("x")
+        if not (width.isdigit() and height.isdigit() and 0 < int(width) <= 16384 and 0 < int(height) <= 16384):
+            raise ParameterError(
+                f"parameter warmup_sizes={text!r} has the entry {item!r}; give frame sizes as WIDTHxHEIGHT in "
+                "pixels, separated by commas, e.g. '2048x1024, 640x480' (or '' for none)"
+            )
+        sizes.append((int(width), int(height)))
+    return tuple(sizes)
+
+
 def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     """Validate a mapping of parameter values (missing ones take their defaults) into a :class:`NodeConfig`.
 
@@ -477,47 +569,35 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
     v = {p.name: values.get(p.name, p.default) for p in PARAMETERS}
 
     preset = _as_str("preset", v["preset"])
-    try:
-        get_preset(preset)
-    except WeightsError:
-        raise ParameterError(f"parameter preset={preset!r} is not a known preset; use one of: {', '.join(PRESETS)}"
-                             ) from None
+    if preset not in _SPECS["preset"].choices:  # preset names are case-sensitive
+        raise ParameterError(f"parameter preset={preset!r} is not a known preset; use "
+                             f"{_SPECS['preset'].choices_text()}")
+    model = _as_str("model", v["model"]).strip()
+    if model and _as_str("weights_file", v["weights_file"]):
+        raise ParameterError("parameters model and weights_file are both set; weights_file applies to presets, a "
+                             "model folder names its own weights: clear one of them")
     device = _as_str("device", v["device"]).lower()
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ParameterError(f"parameter device={device!r} is not a device; use auto, cpu, cuda or cuda:N")
-    resolution = _as_str("output_resolution", v["output_resolution"]).lower()
-    if resolution not in ("camera", "network"):
-        raise ParameterError(f"parameter output_resolution={resolution!r}; use camera or network")
-    transport = _as_str("image_transport", v["image_transport"]).lower()
-    if transport not in ("raw", "compressed"):
-        raise ParameterError(f"parameter image_transport={transport!r}; use raw or compressed")
+    resolution = _as_choice("output_resolution", v["output_resolution"])
+    transport = _as_choice("image_transport", v["image_transport"])
     qos = _as_str("input_qos", v["input_qos"])
     try:
         parse_qos(qos)
     except QosError as exc:
         raise ParameterError(f"parameter input_qos: {exc}") from None
-    threads = v["num_threads"]
-    if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
-        raise ParameterError(f"parameter num_threads={threads!r}; use an integer in 0..256 (0: torch's default)")
-    backend = _as_str("backend", v["backend"]).strip().lower()
-    if backend not in BACKENDS:
-        raise ParameterError(f"parameter backend={backend!r}; use one of {', '.join(BACKENDS)} (default auto)")
-    precision = _as_str("gpu_precision", v["gpu_precision"]).strip().lower()
-    if precision not in ("float16", "float32"):
-        raise ParameterError(f"parameter gpu_precision={precision!r}; use float16 (default) or float32")
+    threads = _as_int("num_threads", v["num_threads"])
+    backend = _as_choice("backend", v["backend"])
+    precision = _as_choice("gpu_precision", v["gpu_precision"])
     keys = _class_keys(v["drivable_classes"])
-    min_pixels = v["grid_min_pixels"]
-    if isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or not 1 <= min_pixels <= 32:
-        raise ParameterError(f"parameter grid_min_pixels={min_pixels!r}; use an integer in 1..32 (default 3)")
-    grid_void = _as_str("grid_void", v["grid_void"]).lower()
-    if grid_void not in VOID_MEANINGS:
-        raise ParameterError(f"parameter grid_void={grid_void!r}; use unknown (default) or obstacle")
-    pose_source = _as_str("camera_pose_source", v["camera_pose_source"]).lower()
-    if pose_source not in ("parameters", "tf"):
-        raise ParameterError(f"parameter camera_pose_source={pose_source!r}; use parameters (camera_mount) or tf")
+    min_pixels = _as_int("grid_min_pixels", v["grid_min_pixels"])
+    grid_void = _as_choice("grid_void", v["grid_void"])
+    pose_source = _as_choice("camera_pose_source", v["camera_pose_source"])
     grid_resolution = _as_float("grid_resolution", v["grid_resolution"])
     grid_range = _as_float("grid_range", v["grid_range"])
-    _grid_spec(grid_resolution, grid_range, int(min_pixels))
+    _grid_spec(grid_resolution, grid_range, min_pixels)
+    _as_int("jpeg_quality", v["jpeg_quality"])  # read by the node at configure (lifecycle, compressed outputs)
+    parse_frame_sizes(_as_str("warmup_sizes", v["warmup_sizes"]))
     return NodeConfig(
         preset=preset,
         weights_dir=_as_str("weights_dir", v["weights_dir"]),
@@ -525,25 +605,26 @@ def config_from_values(values: Mapping[str, Any]) -> NodeConfig:
         device=device,
         output_resolution=resolution,  # type: ignore[arg-type]
         drivable_classes=keys,
-        drivable_ids=_resolve_drivable(preset, keys),
+        drivable_ids=_resolve_drivable(preset, keys, model),
         overlay_alpha=_as_float("overlay_alpha", v["overlay_alpha"]),
         max_frame_age=_as_float("max_frame_age", v["max_frame_age"]),
         stall_timeout=_as_float("stall_timeout", v["stall_timeout"]),
         input_qos=qos,
         image_transport=transport,  # type: ignore[arg-type]
         cameras=_cameras(v["cameras"]),
-        num_threads=int(threads),
+        num_threads=threads,
         backend=backend,
         gpu_precision=precision,
         grid_frame=_grid_frame(v["grid_frame"]),
         grid_resolution=grid_resolution,
         grid_range=grid_range,
-        grid_min_pixels=int(min_pixels),
+        grid_min_pixels=min_pixels,
         grid_void=grid_void,
         camera_pose_source=pose_source,  # type: ignore[arg-type]
         camera_mount=_camera_mount(v["camera_mount"]),
         camera_intrinsics=_camera_intrinsics(v["camera_intrinsics"]),
         max_queue_delay=_as_float("max_queue_delay", v["max_queue_delay"]),
+        model=model,
     )
 
 
@@ -564,7 +645,7 @@ def apply_updates(config: NodeConfig, updates: Mapping[str, Any]) -> NodeConfig:
         if name == "drivable_classes":
             keys = _class_keys(value)
             fields["drivable_classes"] = keys
-            fields["drivable_ids"] = _resolve_drivable(config.preset, keys)
+            fields["drivable_ids"] = _resolve_drivable(config.preset, keys, config.model)
         elif name == "camera_mount":
             fields["camera_mount"] = _camera_mount(value)
         else:
@@ -572,12 +653,46 @@ def apply_updates(config: NodeConfig, updates: Mapping[str, Any]) -> NodeConfig:
     return replace(config, **fields)
 
 
+_RCLPY_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+
+
+def unknown_parameter_warnings(names: Iterable[str]) -> list[str]:
+    """One warning per name that is not a parameter of the node, naming the closest known one where there is one.
+
+    rclpy's own parameters (``use_sim_time``, ``qos_overrides.*`` ...) are known.
+    """
+    known = [p.name for p in PARAMETERS]
+    out = []
+    for name in sorted(set(names)):
+        if name in _SPECS or name in _RCLPY_PARAMETERS or name.startswith("qos_overrides."):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the parameters are: {', '.join(known)}"
+        out.append(f"parameter {name} is not a parameter of this node and is ignored; {hint}")
+    return out
+
+
+def _overrides(node: Node) -> dict[str, Parameter]:
+    """The parameter overrides given to ``node`` (command line, YAML, ``parameter_overrides=``).
+
+    rclpy keeps them in ``Node._parameter_overrides`` and has no public accessor; an rclpy without it gives ``{}``
+    (no warnings about unknown names, and an empty list override reads as unset).
+    """
+    overrides = getattr(node, "_parameter_overrides", None)
+    return dict(overrides) if isinstance(overrides, Mapping) else {}
+
+
 def declare_parameters(node: Node) -> None:
     """Declare every parameter of :data:`PARAMETERS` on ``node`` (overrides from the command line or YAML apply).
+
+    An override that names no parameter of the node (a typo such as ``presets:=``) is warned about once, naming
+    the closest parameter.
 
     Raises:
         ParameterError: an override has the wrong type or is out of range.
     """
+    for text in unknown_parameter_warnings(_overrides(node)):
+        node.get_logger().warning(text)
     for spec in PARAMETERS:
         # An empty list cannot say its type (rclpy would make it a byte array): declare the type, uninitialised.
         default = (Parameter.Type.DOUBLE_ARRAY
@@ -589,9 +704,19 @@ def declare_parameters(node: Node) -> None:
 
 
 def read_config(node: Node) -> NodeConfig:
-    """Read the declared parameters of ``node`` into a validated :class:`NodeConfig` (or raise ParameterError)."""
-    values = {}
+    """Read the declared parameters of ``node`` into a validated :class:`NodeConfig` (or raise ParameterError).
+
+    An empty list on the command line (``-p cameras:=[]``) reaches rclpy without a type, and rclpy then keeps the
+    default: it is read here as the empty list it is, so that it is validated (``cameras`` must not be empty).
+    """
+    empty_lists = {name for name, p in _overrides(node).items()
+                   if p.type_ == Parameter.Type.NOT_SET and name in _SPECS
+                   and _SPECS[name].type in _ARRAY_TYPES}
+    values: dict[str, Any] = {}
     for spec in PARAMETERS:
+        if spec.name in empty_lists:
+            values[spec.name] = []
+            continue
         try:
             values[spec.name] = node.get_parameter(spec.name).value
         except ParameterUninitializedException:  # an empty array default that nobody set
@@ -599,6 +724,6 @@ def read_config(node: Node) -> NodeConfig:
     return config_from_values(values)
 
 
-def parameter_values(parameters: Iterable[Parameter[Any]]) -> dict[str, Any]:
+def parameter_values(parameters: Iterable[Parameter]) -> dict[str, Any]:
     """Map rclpy parameters to their plain values (the form :func:`apply_updates` takes)."""
     return {p.name: p.value for p in parameters}

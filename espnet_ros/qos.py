@@ -20,10 +20,9 @@ INPUT_QOS_CHOICES: tuple[str, ...] = ("sensor_data", "reliable", "best_effort")
 _DEFAULT_DEPTH = 2
 """Input queue depth when the QoS string names none. The node only ever segments the newest frame of a camera, so a
 deep input queue only makes its executor copy frames that a newer one then supersedes, on the cores that inference
-needs: three 1080p cameras at 30 Hz for 300 s gave latency p95 1095.6 and 1258.2 ms with depth 5, 1055.6 and
-751.3 ms with depth 2 (docs/performance.md). Not 1: one camera at 10 Hz then had 1 and 3 frames replaced in the queue
-in two 60 s runs (two frames arriving during one forward pass), 0 with depth 2, where the node drops the older one
-itself and counts it as superseded."""
+needs (docs/performance.md, "Input queue depth"). Not 1: two frames arriving during one forward pass would then
+replace one in the middleware's queue, uncounted; with 2 the node drops the older one itself and counts it as
+superseded."""
 _MAX_DEPTH = 1000
 
 OUTPUT_QOS = QoSProfile(

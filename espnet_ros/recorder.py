@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,12 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 
 from espnet_ros.diagnostics import percentile
-from espnet_ros.image_codec import ImageEncodingError, decode_image
-from espnet_ros.spinning import spin_until_shutdown
+from espnet_ros.image_codec import ImageEncodingError, decode_image, decode_mono8
+from espnet_ros.spinning import StopSignals, spin_until_shutdown
 
 __all__ = ["SegmentationRecorder", "main"]
 
@@ -46,34 +46,40 @@ class SegmentationRecorder(Node):
         self.outputs = tuple(outputs)
         self.count = int(count)
         self.latencies: dict[str, list[float]] = {o: [] for o in self.outputs}
+        self.rejected = 0
+        """Messages that could not be saved (malformed image, unwritable file); each is logged (throttled)."""
         self.done = False
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         for name in self.outputs:
-            self.create_subscription(Image, f"segmentation/{name}", lambda m, n=name: self._on_image(n, m), qos)
+            self.create_subscription(Image, f"segmentation/{name}", partial(self._on_image, name), qos)
         self.get_logger().info(
             f"recording {', '.join(self.outputs)} from {self.get_namespace().rstrip('/')}/segmentation/ into "
             f"{self.output_dir}" + (f" until {self.count} frames" if self.count else "")
         )
 
     def _on_image(self, name: str, msg: Image) -> None:
-        now = self.get_clock().now()
-        latency = (now - Time.from_msg(msg.header.stamp, clock_type=now.clock_type)).nanoseconds * 1e-9
-        self.latencies[name].append(latency)
+        stamp_ns = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)  # any stamp, even < 0
+        latency = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-9
         stamp = f"{msg.header.stamp.sec}_{msg.header.stamp.nanosec:09d}"
         path = self.output_dir / f"{name}_{stamp}.{'jpg' if name in _LOSSY else 'png'}"
         try:
             if msg.encoding == "mono8":
-                rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-                image = np.ascontiguousarray(rows[:, : msg.width])
+                image = np.ascontiguousarray(decode_mono8(msg))
             else:
                 decoded = decode_image(msg)
                 image = decoded.image
                 if decoded.color_order == "rgb":
                     image = np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), np.uint8)
-        except (ImageEncodingError, ValueError) as exc:
-            self.get_logger().warning(f"cannot save {name}: {exc}", throttle_duration_sec=5.0)
+            ok, data = cv2.imencode(path.suffix, image)
+            if not ok:
+                raise ImageEncodingError(f"OpenCV cannot encode a {image.shape} image as {path.suffix}")
+            data.tofile(path)
+        except (ImageEncodingError, OSError, cv2.error) as exc:
+            self.rejected += 1
+            self.get_logger().warning(f"cannot save {name} stamped {stamp}: {exc} ({self.rejected} not saved)",
+                                      throttle_duration_sec=5.0)
             return
-        cv2.imwrite(str(path), image)
+        self.latencies[name].append(latency)
         self.get_logger().info(f"{name} {msg.width}x{msg.height} {msg.header.frame_id!r}: latency "
                                f"{latency * 1000:.1f} ms -> {path.name}")
         if self.count and len(self.latencies[self.outputs[0]]) >= self.count:
@@ -103,23 +109,21 @@ def main(args: Sequence[str] | None = None) -> int:
     """Run the recorder until ``--count`` frames arrived or Ctrl-C; log the latency summary."""
     argv = list(sys.argv if args is None else ["segmentation_recorder", *args])
     options = _parse(remove_ros_args(argv)[1:])
+    signals = StopSignals()  # before rclpy.init: see espnet_ros.spinning
     rclpy.init(args=argv)
     node: SegmentationRecorder | None = None
     try:
         node = recorder = SegmentationRecorder(options.output_dir, options.outputs, options.count)
-
-        def until_done(_: Node) -> None:
-            while rclpy.ok() and not recorder.done:
-                rclpy.spin_once(recorder, timeout_sec=0.1)
-
-        spin_until_shutdown(recorder, until_done)
+        spin_until_shutdown(recorder, until=lambda: recorder.done)
     except KeyboardInterrupt:  # Ctrl-C while starting
         pass
     finally:
+        signals.cleaning_up()
         if node is not None:
             node.get_logger().info(node.summary())
             node.destroy_node()
         rclpy.try_shutdown()
+        signals.exiting()
     return 0
 
 

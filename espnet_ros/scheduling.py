@@ -1,8 +1,8 @@
 """Which waiting frames the segmentation node's worker takes: the freshness rule behind ``max_queue_delay``.
 
 Each camera has a one-frame slot (latest frame wins). When the worker is busy, the frame in a slot waits; if the
-worker then took it, that wait would be added to the answer's latency (with a 2048x1024 frame taking ~130 ms on two
-CPU cores and a camera at 10 Hz, ~50 ms on average). :func:`frame_is_late` decides instead that such a frame is
+worker then took it, that wait would be added to the answer's latency (on average half a forward pass when frames
+come about as fast as the node segments them). :func:`frame_is_late` decides instead that such a frame is
 *late* — dropped so that the worker takes the camera's next frame the moment it arrives — but only when doing so
 costs nothing but throughput: the camera streams (the median gap between its last arrivals, :func:`frame_period`,
 says a newer frame is due within one period of this one's arrival), the camera was not skipped for lateness the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,28 @@ if TYPE_CHECKING:  # rclpy is imported where it is used, so core-only runs (a GP
     from rclpy.executors import Executor
 
 SpinUntil = Callable[["Executor", Callable[[], bool], float], bool]
+
+# A test module is ROS-facing (marker ``ros``) when it imports rclpy, a message or launch package or the node test
+# harness, or marks itself with ``pytestmark = pytest.mark.ros``. CI runs ``pytest -m ros`` on the second distribution.
+_ROS_IMPORT = re.compile(
+    r"^\s*(?:from|import)\s+(?:rclpy|[a-z_]+_msgs|[a-z_]+_srvs|node_harness|launch[a-z_]*)\b", re.M)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``ros`` marker."""
+    config.addinivalue_line("markers", "ros: a ROS-facing test (real rclpy, messages, executables or launch)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of a ROS-facing module with ``ros`` (see ``_ROS_IMPORT``)."""
+    ros_modules: dict[Path, bool] = {}
+    for item in items:
+        path = Path(str(item.path))
+        if path not in ros_modules:
+            ros_modules[path] = bool(_ROS_IMPORT.search(path.read_text(encoding="utf-8")))
+        if ros_modules[path]:
+            item.add_marker(pytest.mark.ros)
+
 
 # Domain ids 1..101 are valid on every platform (0 is the default everybody uses; 102+ collide with ports on Linux).
 _rng = random.SystemRandom()

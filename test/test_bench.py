@@ -63,14 +63,13 @@ def test_pipeline_mode_writes_every_key(weights_dir: Path, small_frames: list[Pa
 def test_model_mode_times_every_candidate_backend(weights_dir: Path, small_frames: list[Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     rec, table = _run(["--mode", "model", "--preset", "camvid", "--backend", "fused", "--candidates",
-                       "eager,fused,onnxruntime,nonsense", "--cache-dir", str(tmp_path / "cache"), "--weights-dir",
+                       "eager,fused,nonsense", "--cache-dir", str(tmp_path / "cache"), "--weights-dir",
                        str(weights_dir), "--images", str(small_frames[0]), "--size", "160x120", "--repeats", "1",
                        "--warmup", "0", "--no-render", "--quiet"], tmp_path, capsys)
     assert {"model_baseline_ms", "model_fast_ms", "model_speedup", "baseline_ms", "fast_ms"} <= set(rec)
     assert rec["frame_size"] == [160, 120]
     cands = rec["model_candidates_ms"]
     assert "fused" in cands and "eager" in cands
-    assert "onnxruntime" in cands or "onnxruntime" in rec.get("model_candidates_unavailable", {})
     assert "unknown backend 'nonsense'" in rec["model_candidates_unavailable"]["nonsense"]
     assert all(v > 0 for v in cands.values())
     assert "model only" in table and "backend eager" in table
@@ -169,3 +168,29 @@ def test_answers_are_checked_against_what_the_camera_published(tmp_path: Path) -
     answers = [(1.0, 100, "cam0"), (2.0, 200, "cam0"), (3.0, 300, "cam1"), (4.0, 400, "cam0")]
     assert bench.unknown_stamps(answers, seen_by_bench, "cam0") == [200, 300, 400]
     assert bench.unknown_stamps(answers, seen_by_bench | bench.published_stamps(stamps), "cam0") == [300, 400]
+
+
+def test_pipeline_mode_measures_a_trained_model(weights_dir: Path, shared_dir: Path, small_frames: list[Path],
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--model`` measures a model folder from ``espnet-ros train`` instead of a preset (its name in the record)."""
+    from espnet_ros.core.classes import load_class_file
+    from espnet_ros.core.train import RECIPES, TrainConfig, train
+
+    (tmp_path / "c.yaml").write_text(
+        "name: five\nclasses:\n" + "".join(f"  - {{id: {i}, name: c{i}, color: [{i}, 0, 0]}}\n" for i in range(4))
+        + "  - {id: 4, name: other, color: [9, 9, 9], void: true}\n")
+    src = shared_dir / "camvid" / "train"
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for path in sorted((src / "images").glob("*.png"))[:2]:
+        cv2.imwrite(str(images / path.name), cv2.resize(cv2.imread(str(path)), (96, 72)))
+        lab = cv2.imread(str(src / "labels" / path.name), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(labels / path.name), np.minimum(cv2.resize(lab, (96, 72), interpolation=cv2.INTER_NEAREST), 4))
+    best = train(TrainConfig(images=images, labels=labels, classes=load_class_file(tmp_path / "c.yaml"),
+                             out=tmp_path / "run", init="camvid", recipe=RECIPES["quick"], epochs=1, max_batches=1,
+                             network_size=(96, 72), batch_size=2, num_threads=1, weights_dir=weights_dir,
+                             name="five")).best
+    rec, _ = _run(["--mode", "pipeline", "--model", str(best), "--backend", "fused", "--images",
+                   *map(str, small_frames), "--repeats", "1", "--warmup", "0"], tmp_path, capsys)
+    assert rec["preset"] == "five" and rec["input_size"] == [96, 72] and rec["label_agreement"] >= 0.999

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from espnet_ros.bench_cuda import format_table, run_cuda_bench
+from espnet_ros.bench.cuda import format_table, run_cuda_bench
 
 
 def test_cuda_bench_runs_on_cpu_and_reports_every_key(weights_dir: object) -> None:

@@ -31,6 +31,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from espnet_ros.transport import profile_environment
+
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_DIR = os.environ.get("ESPNET_ROS_WEIGHTS_DIR") or str(REPO.parent / "shared" / "espnet" / "weights")
 SAMPLES_DIR = os.environ.get("ESPNET_ROS_SAMPLES_DIR") or str(REPO.parent / "shared" / "espnet" / "samples")
@@ -55,6 +57,8 @@ def generate_test_description() -> LaunchDescription:
 
 class TestSegmentationOutputs(unittest.TestCase):
     def test_overlay_and_class_mask_arrive_at_camera_resolution(self, proc_output: Any) -> None:
+        # the launch file gives its processes the Fast DDS profile; this listener (6 MB overlays) takes it too
+        os.environ.update(profile_environment())
         context = rclpy.context.Context()
         rclpy.init(context=context)
         try:
@@ -78,6 +82,7 @@ class TestSegmentationOutputs(unittest.TestCase):
         finally:
             rclpy.shutdown(context=context)
         proc_output.assertWaitFor("segmenting 1 camera(s)", timeout=10)
+        proc_output.assertWaitFor("CPU backend", timeout=10)  # a core (Python logging) line, bridged to ROS
 
 
 @launch_testing.post_shutdown_test()

@@ -156,4 +156,5 @@ def test_launch_file_is_declarative() -> None:
     for arg in ("image", "cameras", "namespace", "preset", "weights_dir", "device", "params_file", "use_sim_time",
                 "rviz", "log_level"):
         assert f'DeclareLaunchArgument("{arg}"' in text, arg
-    assert "PythonExpression" not in text and "OpaqueFunction" not in text and "subprocess" not in text
+    assert "PythonExpression" not in text and "subprocess" not in text
+    assert text.count("OpaqueFunction(") == 1 and "OpaqueFunction(function=_check_rviz)" in text  # the rviz2 check

@@ -74,7 +74,7 @@ def test_every_parameter_is_described_and_read_only_unless_tunable() -> None:
         ({"cameras": ["/a/image", "/a/image"]}, ["more than once"]),
         ({"cameras": ["/a/ima ge"]}, ["invalid topic name"]),
         ({"num_threads": -1}, ["num_threads"]),
-        ({"backend": "tensorrt"}, ["backend='tensorrt'", "onnxruntime"]),
+        ({"backend": "tensorrt"}, ["backend='tensorrt'", "compiled"]),
         ({"gpu_precision": "int8"}, ["gpu_precision='int8'", "float16", "float32"]),
         ({"colour": "blue"}, ["unknown parameter", "colour"]),
     ],
@@ -201,3 +201,23 @@ def test_diagnostic_array_has_a_status_per_camera_and_one_for_the_node() -> None
     values = {kv.key: kv.value for kv in cam.values}
     assert values["frames rejected (malformed)"] == "1" and values["latency p50 (ms)"] == "50.0"
     assert values["input rate (Hz)"] == "0.0"
+
+
+def test_the_declared_choices_and_ranges_are_what_validation_enforces() -> None:
+    for spec in PARAMETERS:
+        d = spec.descriptor()
+        if spec.choices:
+            assert d.additional_constraints == spec.expected().split(" (", 1)[1].rstrip(")")
+            for choice in spec.choices:  # every declared choice is accepted
+                config_from_values({spec.name: choice})
+            with pytest.raises(ParameterError) as err:
+                config_from_values({spec.name: "not-a-choice"})
+            assert d.additional_constraints in str(err.value)
+        for rng in d.integer_range:
+            for bad in (rng.from_value - 1, rng.to_value + 1):
+                with pytest.raises(ParameterError, match=f"{spec.name}={bad}.*{rng.from_value}..{rng.to_value}"):
+                    config_from_values({spec.name: bad})
+        for frng in d.floating_point_range:
+            for bad in (frng.from_value - 1.0, frng.to_value + 1.0):
+                with pytest.raises(ParameterError, match=spec.name):
+                    config_from_values({spec.name: bad})

@@ -492,10 +492,10 @@ def test_a_shutdown_racing_the_executor_is_a_normal_stop(ros_context: Context) -
     # Ctrl-C shuts the context down; if that lands just before the executor's next wait, rclpy raises RCLError
     # instead of returning (seen as node exit code 1 in 2 of 8 short three-camera bench runs). Reproduced for real:
     # spinning once on a node whose context was shut down raises that very error.
-    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
+    from espnet_ros.ros_compat import RCLError
     from espnet_ros.spinning import spin_until_shutdown
 
     node = Node("spinner", context=ros_context)
@@ -516,9 +516,9 @@ def test_a_shutdown_racing_the_executor_is_a_normal_stop(ros_context: Context) -
 
 
 def test_other_errors_while_spinning_still_propagate(ros_context: Context) -> None:
-    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.node import Node
 
+    from espnet_ros.ros_compat import RCLError
     from espnet_ros.spinning import spin_until_shutdown
 
     node = Node("spinner", context=ros_context)

@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup_venv.sh
-VENV=${ESPNET_ROS_VENV:-.venv}
 PY="$VENV/bin/python"
 FRAMES=${1:-6}
 shift $(( $# > 0 ? 1 : 0 ))
@@ -34,11 +33,24 @@ else
 fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 1))}
-# Camera-sized images between processes: a 32 MiB shared-memory segment (see config/fastdds_shm.xml).
-export FASTDDS_DEFAULT_PROFILES_FILE=$PWD/config/fastdds_shm.xml
+# Camera-sized images between processes: config/fastdds_shm.xml (a 32 MiB shared-memory segment) under the name the
+# installed Fast DDS reads (espnet_ros.transport; nothing is changed where it is already set).
+eval "$("$PY" -m espnet_ros.transport)"
 rm -rf "$OUT"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Stop like Ctrl-C; a process still running 20 s later is killed and reported (Fast DDS 2.14 can hang in
+# rmw_destroy_node, deaf to SIGINT and SIGTERM).
+cleanup() {
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$p" 2>/dev/null; then
+      echo "== process $p did not exit within 20 s of SIGINT; killed (SIGKILL)" >&2
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 "$PY" -m espnet_ros.segmentation_node --ros-args -r __ns:=/demo -p preset:="$PRESET" \
   -p device:="${DEVICE:-auto}" -p input_qos:=reliable &

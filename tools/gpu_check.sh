@@ -27,11 +27,11 @@ step() {
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, cv2, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cv2', cv2.__version__)" \
   | tee -a "$out/gpu.txt"
-step bench_cuda_cityscapes python3 -m espnet_ros.bench_cuda --preset cityscapes --weights-dir "$work/weights" \
+step bench_cuda_cityscapes python3 -m espnet_ros.bench.cuda --preset cityscapes --weights-dir "$work/weights" \
   --images "$work/samples" --json "$out/bench_cuda_cityscapes.json"
-step bench_cuda_cityscapes_fp32 python3 -m espnet_ros.bench_cuda --preset cityscapes --precision float32 \
+step bench_cuda_cityscapes_fp32 python3 -m espnet_ros.bench.cuda --preset cityscapes --precision float32 \
   --weights-dir "$work/weights" --images "$work/samples" --json "$out/bench_cuda_cityscapes_fp32.json"
-step bench_cuda_camvid python3 -m espnet_ros.bench_cuda --preset camvid --weights-dir "$work/weights" \
+step bench_cuda_camvid python3 -m espnet_ros.bench.cuda --preset camvid --weights-dir "$work/weights" \
   --images "$work/camvid/images" --camvid "$work/camvid" --repeats 100 --json "$out/bench_cuda_camvid.json"
 step pytest_gpu env ESPNET_ROS_WEIGHTS_DIR=$work/weights ESPNET_ROS_SAMPLES_DIR=$work/samples \
   python3 -m pytest -q -p no:cacheprovider test/test_gpu.py

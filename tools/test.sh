@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set everything up and run every check: the venv (tools/setup_venv.sh), ruff, mypy and the whole pytest suite
 # (real rclpy nodes on a random ROS domain, localhost discovery only; real weights from ../shared or
-# $ESPNET_ROS_WEIGHTS_DIR). Extra arguments go to pytest, e.g.  bash tools/test.sh -k node -x
+# $ESPNET_ROS_WEIGHTS_DIR). ROS 2 distribution: $ESPNET_ROS_DISTRO (jazzy, the default, or kilted; see
+# tools/setup_venv.sh). Extra arguments go to pytest, e.g.  bash tools/test.sh -k node -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup_venv.sh
-VENV=${ESPNET_ROS_VENV:-.venv}
 export ESPNET_ROS_WEIGHTS_DIR=$(realpath "${ESPNET_ROS_WEIGHTS_DIR:-../shared/espnet/weights}")
 export ESPNET_ROS_SAMPLES_DIR=$(realpath "${ESPNET_ROS_SAMPLES_DIR:-../shared/espnet/samples}")
 # compiled CPU artifacts of the tests stay in the checkout (git-ignored), not in the user's cache

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
 
+from espnet_ros.core.model import upsample_logits
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
 __all__ = ["BaselinePipeline", "colorize_numpy", "nearest_resize_numpy", "overlay_numpy"]
@@ -91,7 +91,7 @@ class BaselinePipeline:
         with torch.no_grad():
             out = self.model(x)
             if self.preset.output_stride != 1:
-                out = F.interpolate(out, scale_factor=self.preset.output_stride, mode="bilinear", align_corners=False)
+                out = upsample_logits(out, self.preset.output_stride)
         return out
 
     def network_labels(self, image_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

@@ -6,7 +6,7 @@ handle everything that bad input or a bad installation can cause, without swallo
 
 from __future__ import annotations
 
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "EspnetRosError", "ImageError", "WeightsError"]
+__all__ = ["MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "BackendError", "EspnetRosError", "ImageError", "WeightsError"]
 
 MAX_IMAGE_SIDE = 16384
 """Largest accepted image width or height, in pixels."""
@@ -25,3 +25,7 @@ class WeightsError(EspnetRosError):
 
 class ImageError(EspnetRosError, ValueError):
     """An image handed to the segmenter (or decoded from a message) is not usable."""
+
+
+class BackendError(EspnetRosError):
+    """An inference backend is unknown, unavailable here, or its compiled artifact cannot be built or loaded."""

@@ -36,6 +36,7 @@ __all__ = [
     "EvalError",
     "EvalResult",
     "Protocol",
+    "check_label_size",
     "compute_metrics",
     "evaluate_split",
     "find_pairs",
@@ -237,16 +238,41 @@ def find_pairs(
     return [(images[s], labels[s]) for s in sorted(images)]
 
 
+def _integer_scale(small: tuple[int, int], large: tuple[int, int]) -> bool:
+    """Whether ``large`` is ``small`` times one integer on both axes (``(H, W)`` pairs)."""
+    return (large[0] % small[0] == 0 and large[1] % small[1] == 0
+            and large[0] // small[0] == large[1] // small[1])
+
+
+def check_label_size(label_path: Path, label_hw: tuple[int, ...], frame_hw: tuple[int, ...]) -> None:
+    """Refuse a label map that is neither the frame's size nor an exact integer scale of it (either way).
+
+    A label map of another aspect ratio belongs to another image (or was cropped); comparing it after a resize
+    would silently score the wrong pixels. Raises :class:`EvalError` naming the file and both sizes.
+    """
+    lab = (int(label_hw[0]), int(label_hw[1]))
+    img = (int(frame_hw[0]), int(frame_hw[1]))
+    if lab == img or _integer_scale(lab, img) or _integer_scale(img, lab):
+        return
+    raise EvalError(
+        f"label map {label_path} is {lab[1]}x{lab[0]} but its image is {img[1]}x{img[0]}; a label map must have "
+        "the image's size or an exact integer scale of it (e.g. half). Check that the folders pair the right "
+        "files and that neither was cropped"
+    )
+
+
 def evaluate_split(
     segmenter: Segmenter,
     pairs: Iterable[tuple[Path, Path]],
     *,
     on_image: Callable[[Path], None] | None = None,
+    read_labels: Callable[[Path], npt.NDArray[np.uint8]] = read_label_map,
 ) -> ConfusionMatrix:
     """Segment every image of ``pairs`` and accumulate the confusion matrix against its label map.
 
     The segmenter runs at its network size; its class ids are brought to the label map's resolution (nearest,
-    pixel centres aligned). ``on_image`` is called after each image (for progress bars). Returns the matrix; call
+    pixel centres aligned). ``on_image`` is called after each image (for progress bars); ``read_labels`` reads a
+    label map (default: :func:`read_label_map`, class-id PNGs). Returns the matrix; call
     :meth:`ConfusionMatrix.result` for either protocol.
     """
     from espnet_ros.core.frames import FrameSource
@@ -255,7 +281,8 @@ def evaluate_split(
     cm = ConfusionMatrix(segmenter.labels.num_classes)
     for image_path, label_path in pairs:
         frame = next(iter(FrameSource(image_path)))
-        labels = read_label_map(label_path)
+        labels = read_labels(label_path)
+        check_label_size(label_path, labels.shape[:2], frame.image.shape[:2])
         if int(labels.max()) >= cm.num_classes and int(labels.max()) != 255:
             raise EvalError(
                 f"label map {label_path} holds class id {int(labels.max())} but preset {segmenter.preset.name!r} "

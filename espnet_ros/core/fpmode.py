@@ -4,7 +4,7 @@ Why: on Intel CPUs an arithmetic operation with a subnormal operand or result (`
 microcode assist that costs on the order of a hundred cycles. ESPNet's upstream weights hold thousands of subnormal
 values (:func:`espnet_ros.core.accel.flush_subnormals` zeroes those in the fused graph), and its activations still
 produce subnormals on the way; with the x86 ``FTZ`` (flush to zero) and ``DAZ`` (denormals are zero) bits set, the
-compiled 2048x1024 pass took 125-134 ms instead of 155-171 ms on a 2-vCPU Xeon (docs/performance.md). Values that
+compiled network runs about a fifth faster on such a CPU (docs/performance.md, "Subnormal numbers"). Values that
 small are far below float32's resolution of any logit, so no label changes (the tests pin it); AMD CPUs handle
 subnormals without the assist and gain nothing.
 

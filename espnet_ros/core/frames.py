@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.image_header import ImageHeaderError, check_image_header
 
 __all__ = [
     "DEFAULT_SAMPLES_DIR",
@@ -221,6 +222,10 @@ def _read_image(path: Path) -> NDArray[np.uint8]:
         ) from exc
     image = None
     if data.size:
+        try:  # the declared size first: a few bytes can declare gigapixels
+            check_image_header(data, f"cannot decode image {str(path)!r}")
+        except ImageHeaderError as exc:
+            raise FrameSourceError(str(exc)) from None
         try:
             image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         except cv2.error:

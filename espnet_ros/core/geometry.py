@@ -46,6 +46,7 @@ __all__ = [
     "ProjectorCache",
     "benchmark_grid",
     "render_grid",
+    "scale_pixel_coordinate",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ _FREE, _OCCUPIED, _UNKNOWN = 0, 100, -1
 _BLOCKED, _DRIVABLE, _UNSEEN = 0, 1, 2  # what one sampled mask pixel says (GroundProjector._codes)
 # Undistortion is accepted where the re-distorted ray lands within this many pixels of the pixel centre.
 _REPROJECTION_TOLERANCE_PX = 1e-2
+_MIN_FOCAL_PX = 1e-3  # K of a real camera: focal lengths and principal point in these bounds (else overflows)
+_MAX_PIXEL_VALUE = 1e8
+_MAX_DISTORTION_COEFFICIENT = 1e4  # |D| of real lens models stays far below; beyond it the polynomials overflow
 
 
 class GeometryError(EspnetRosError, ValueError):
@@ -75,6 +79,16 @@ def _finite(name: str, value: float) -> float:
 # --------------------------------------------------------------------------------------------------------------
 # Camera model
 # --------------------------------------------------------------------------------------------------------------
+
+
+
+def scale_pixel_coordinate(c: float, scale: float) -> float:
+    """A pixel coordinate (or principal point) for the image resized by ``scale``, pixel centres aligned.
+
+    ``(c + 0.5) * scale - 0.5``: pixel ``i`` covers ``[i - 0.5, i + 0.5)``, as in ``cv2.resize`` and the segmenter's
+    mask resize, so that mask pixel ``(r, c)`` describes the camera pixels it was made from.
+    """
+    return (c + 0.5) * scale - 0.5
 
 
 @dataclass(frozen=True)
@@ -124,11 +138,23 @@ class CameraModel:
                 f"K must look like [fx, s, cx, 0, fy, cy, 0, 0, 1] with fx, fy > 0, got {list(k)}; "
                 "check the camera calibration"
             )
+        if not (_MIN_FOCAL_PX <= k[0] <= _MAX_PIXEL_VALUE and _MIN_FOCAL_PX <= k[4] <= _MAX_PIXEL_VALUE
+                and max(abs(k[1]), abs(k[2]), abs(k[5])) <= _MAX_PIXEL_VALUE):
+            raise GeometryError(
+                f"K = {list(k)} holds focal lengths outside [{_MIN_FOCAL_PX:g}, {_MAX_PIXEL_VALUE:g}] pixels or a "
+                f"skew or principal point beyond +-{_MAX_PIXEL_VALUE:g}, which no real camera has; check the camera "
+                "calibration"
+            )
         object.__setattr__(self, "k", k)
         model = (self.distortion_model or "none").strip().lower()
         d = tuple(float(v) for v in np.asarray(self.d, dtype=np.float64).reshape(-1))
         if not all(math.isfinite(v) for v in d):
             raise GeometryError(f"distortion coefficients D must be finite, got {list(d)}")
+        if any(abs(v) > _MAX_DISTORTION_COEFFICIENT for v in d):
+            raise GeometryError(
+                f"distortion coefficients D = {list(d)} hold a value beyond +-{_MAX_DISTORTION_COEFFICIENT:g}, which "
+                "no lens model of a real camera has; check the camera calibration (camera_calibration writes D)"
+            )
         if model not in DISTORTION_MODELS:
             raise GeometryError(
                 f"distortion model {self.distortion_model!r} is not supported; expected one of "
@@ -209,7 +235,8 @@ class CameraModel:
             raise GeometryError(f"cannot scale the camera to {width}x{height}; both sides must be positive")
         sx, sy = int(width) / self.width, int(height) / self.height
         fx, s, cx, _, fy, cy, *_ = self.k
-        k_new = (fx * sx, s * sx, (cx + 0.5) * sx - 0.5, 0.0, fy * sy, (cy + 0.5) * sy - 0.5, 0.0, 0.0, 1.0)
+        k_new = (fx * sx, s * sx, scale_pixel_coordinate(cx, sx), 0.0, fy * sy, scale_pixel_coordinate(cy, sy),
+                 0.0, 0.0, 1.0)
         return CameraModel(width=int(width), height=int(height), k=k_new, d=self.d,
                            distortion_model=self.distortion_model)
 
@@ -258,15 +285,16 @@ class CameraModel:
             theta = np.linspace(0.0, math.pi / 2, 20001)[:-1]
             k1, k2, k3, k4 = self.d
             t2 = theta * theta
-            theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
-            bad = np.flatnonzero(np.diff(theta_d) <= 0)
+            with np.errstate(all="ignore"):
+                theta_d = theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+                bad = np.flatnonzero(~(np.diff(theta_d) > 0))
             return math.tan(theta[bad[0]]) if bad.size else math.inf
         k1, k2, _, _, k3, k4, k5, k6 = list(self.d) + [0.0] * (8 - len(self.d))
         r = np.linspace(0.0, 50.0, 200001)
         r2 = r * r
         with np.errstate(all="ignore"):
             rd = r * (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
-        bad = np.flatnonzero(~(np.diff(rd) > 0))
+            bad = np.flatnonzero(~(np.diff(rd) > 0))
         return float(r[bad[0]]) if bad.size else math.inf
 
     def undistort_pixels(self, u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]

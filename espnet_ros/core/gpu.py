@@ -25,9 +25,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from espnet_ros.core.model import upsample_logits
+from espnet_ros.core.preprocess import preprocess_tensors
 from espnet_ros.core.weights import WeightsPreset
 
 __all__ = ["GpuPipeline", "GraphKey", "PipelineOutput", "confidence_u8", "nearest_indices"]
@@ -201,22 +202,11 @@ class GpuPipeline:
         return idx
 
     def preprocess(self, frames: Sequence[torch.Tensor], orders: Sequence[str]) -> torch.Tensor:
-        """``(H, W, 3) uint8`` device tensors → network input ``(N, 3, h, w)`` (float16 when :attr:`half`)."""
-        w, h = self.network_size
-        planes = []
-        for t, order in zip(frames, orders, strict=True):
-            x = t.permute(2, 0, 1).unsqueeze(0)
-            if order == "rgb":
-                x = x.flip(1)
-            x = x.float()
-            ih, iw = int(t.shape[0]), int(t.shape[1])
-            if (iw, ih) == (2 * w, 2 * h):
-                x = F.avg_pool2d(x, 2)
-            elif (iw, ih) != (w, h):
-                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
-            planes.append(x)
-        x = torch.cat(planes, 0) if len(planes) > 1 else planes[0]
-        x = x * self._gain + self._offset
+        """``(H, W, 3) uint8`` device tensors → network input ``(N, 3, h, w)`` (float16 when :attr:`half`).
+
+        The values are :func:`~espnet_ros.core.preprocess.preprocess_tensors`' (the CPU path's counterpart).
+        """
+        x = preprocess_tensors(frames, orders, self.network_size, self._gain, self._offset)
         if self.half:
             x = x.half()
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
@@ -228,7 +218,7 @@ class GpuPipeline:
         x = self.preprocess(frames, key.color_orders)
         logits = self._network(x)
         if self.preset.output_stride != 1:
-            logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            logits = upsample_logits(logits.float(), self.preset.output_stride)
         best, ids = logits.max(1)
         ids8 = ids.to(torch.uint8)
         conf8 = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CAMVID", "CITYSCAPES", "LABEL_SETS", "VOID_MEANINGS", "LabelSet", "UnknownClassError", "get_label_set"]
+__all__ = ["CAMVID", "CITYSCAPES", "LABEL_SETS", "VOID_MEANINGS", "LabelSet", "UnknownClassError"]
 
 VOID_MEANINGS = ("unknown", "obstacle")
 """What void / unlabelled pixels mean for the ground outputs (the node's ``grid_void``, the CLI's ``--grid-void``)."""
@@ -150,11 +150,3 @@ CAMVID = LabelSet(
 """CamVid 11 classes plus Unlabelled (11), with the palette of the SegNet CamVid release."""
 
 LABEL_SETS: dict[str, LabelSet] = {CITYSCAPES.name: CITYSCAPES, CAMVID.name: CAMVID}
-
-
-def get_label_set(name: str) -> LabelSet:
-    """Return the label set called ``name`` (``cityscapes`` or ``camvid``)."""
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise KeyError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None

@@ -5,7 +5,7 @@ then a spatial pyramid of dilated 3x3 convolutions whose outputs are summed hier
 encoder (ESPNet-C) predicts at 1/8 resolution; the light decoder of ESPNet brings it back to full resolution.
 Two decoder variants exist in the official releases: the Cityscapes files feed the 16-channel level-1 features
 into the last 3x3 convolution, the CamVid file the 19-channel features after the first concat.
-:func:`decoder_variant_of` tells them apart from a state dict. Module attribute names are the upstream state-dict
+The preset says which (:mod:`espnet_ros.core.weights`). Module attribute names are the upstream state-dict
 keys; that is the compatibility contract.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "decoder_variant_of",
     "espnet",
     "espnet_c",
+    "upsample_logits",
 ]
 
 DecoderVariant = Literal["cityscapes", "camvid"]
@@ -234,5 +235,8 @@ def espnet_c(*, classes: int = 20, p: int = 2, q: int = 8) -> ESPNetC:
 
 
 def upsample_logits(logits: Tensor, factor: int) -> Tensor:
-    """Bilinearly upsample logits by ``factor`` (``align_corners=False``), as done for ESPNet-C outputs."""
+    """ESPNet-C's logits at the input resolution: upsampled ``factor`` times bilinearly (``align_corners=False``).
+
+    What upstream does before its ``argmax``; every path (reference, backends, CUDA pipeline) calls this one.
+    """
     return F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)

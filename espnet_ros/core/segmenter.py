@@ -27,6 +27,7 @@ from espnet_ros.core.errors import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, EspnetRosEr
 from espnet_ros.core.fpmode import denormals_flushed
 from espnet_ros.core.gpu import GpuPipeline, confidence_u8, nearest_indices
 from espnet_ros.core.labels import LabelSet
+from espnet_ros.core.preprocess import preprocess_into
 from espnet_ros.core.weights import WeightsPreset, build_model, get_preset
 
 __all__ = [
@@ -42,9 +43,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-_PREPROCESS_STRIP_ROWS = 16
-"""Output rows per strip when a frame is exactly twice the network input (32 float input rows: ~0.8 MB at 2048)."""
 
 ColorOrder = Literal["bgr", "rgb"]
 OutputSize = Literal["input", "network"]
@@ -164,7 +162,7 @@ class Segmenter:
         half: on CUDA, run the network in float16 (default: yes; it agrees with fp32 on >= 99.9% of pixels).
         backend: CPU inference backend (see :mod:`espnet_ros.core.accel`): ``auto`` (default: ``$ESPNET_ROS_BACKEND``
             if set, else the fastest exact path measured on the CPU), ``eager`` (the reference network as written),
-            ``fused``, ``compiled`` (AOTInductor, built once and cached) or ``onnxruntime`` (cached export).
+            ``fused`` or ``compiled`` (AOTInductor, built once and cached).
         cache_dir: where compiled / exported artifacts are kept (default ``$ESPNET_ROS_CACHE_DIR`` or
             ``~/.cache/espnet_ros/compiled``).
         flush_denormals: on the CPU with a fast backend, run the network with subnormal floats flushed to zero in
@@ -219,7 +217,7 @@ class Segmenter:
                       self._gpu.half, self._gpu.compiled)
         else:
             self._cpu = make_backend(backend, self._model, self.preset, self.input_size, device=self.device,
-                                     cache=cache_dir, num_threads=num_threads)
+                                     cache=cache_dir)
             self.backend = self._cpu.name  # what runs (auto falls back to 'fused' when 'compiled' is unusable)
             _log.info("CPU backend %s for %s at %dx%d, %d torch threads", self._cpu.name, self.preset.name,
                       self.input_size[0], self.input_size[1], torch.get_num_threads())
@@ -250,10 +248,9 @@ class Segmenter:
     ) -> torch.Tensor:
         """Turn frames into the network input ``(N, 3, h, w) float32`` (BGR channels), on the CPU.
 
-        The batch is channels-last: each frame is converted to float once, resized with OpenCV's bilinear filter
-        (the one the upstream recipe uses; an exact 2x2 mean for a factor of 2) and mapped through the per-channel
-        affine map straight into its slot of the batch; a frame of exactly twice the input size goes through strip by
-        strip, or with the compiled backend through its compiled preprocessing
+        The batch is channels-last: each frame goes through :func:`~espnet_ros.core.preprocess.preprocess_into`
+        straight into its slot of the batch; a frame of exactly twice the input size goes, with the compiled
+        backend, through its compiled preprocessing
         (:class:`~espnet_ros.core.accel.CompiledPreprocess`) — the same values either way. (On CUDA,
         :class:`GpuPipeline` does all of this.)
         """
@@ -264,45 +261,11 @@ class Segmenter:
         batch = torch.empty((len(images), h, w, 3), dtype=torch.float32)
         for i, (img, order) in enumerate(zip(images, color_orders, strict=True)):
             size = (img.shape[1], img.shape[0])
-            if size == (2 * w, 2 * h):
-                if compiled is not None:
-                    batch[i].copy_(compiled(img, order))
-                else:
-                    self._preprocess_half(img, order, batch[i])
-            elif size != (w, h):
-                # torch converts in parallel; OpenCV resizes float in parallel
-                self._resize_into(torch.from_numpy(img).float().numpy(), order, batch[i])
+            if compiled is not None and size == (2 * w, 2 * h):
+                batch[i].copy_(compiled(img, order))
             else:
-                self._affine_into(torch.from_numpy(img), order, batch[i])
+                preprocess_into(img, order, self._gain_hwc, self._offset_hwc, batch[i])
         return batch.permute(0, 3, 1, 2)
-
-    def _preprocess_half(self, img: npt.NDArray[np.uint8], order: ColorOrder, out: torch.Tensor) -> None:
-        """A frame of exactly twice the input size into ``out`` ``(h, w, 3)``, in strips of rows.
-
-        The same operations as the general path, strip by strip: for a factor of 2 each output row of the bilinear
-        resize depends on its own two input rows only, so the values are the same bit for bit (tests pin it); the
-        float copy of a strip stays in the cache instead of a 24 MB float frame going out to memory and back.
-        """
-        h = int(out.shape[0])
-        rows = _PREPROCESS_STRIP_ROWS
-        buf = np.empty((2 * min(rows, h), img.shape[1], 3), np.float32)
-        for top in range(0, h, rows):
-            n = min(rows, h - top)
-            f = buf[:2 * n]
-            np.copyto(f, img[2 * top:2 * (top + n)], casting="unsafe")
-            self._resize_into(f, order, out[top:top + n])
-
-    def _resize_into(self, image: npt.NDArray[np.float32], order: ColorOrder, out: torch.Tensor) -> None:
-        """A float image resized to ``out``'s ``(h, w)`` (OpenCV bilinear, the recipe's filter), then the affine map."""
-        h, w = int(out.shape[0]), int(out.shape[1])
-        resized = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
-        self._affine_into(torch.from_numpy(resized), order, out)
-
-    def _affine_into(self, image: torch.Tensor, order: ColorOrder, out: torch.Tensor) -> None:
-        """An ``(h, w, 3)`` image in ``order`` through the per-channel affine map into ``out`` (BGR channels)."""
-        if order == "rgb":
-            image = image.flip(-1)
-        torch.addcmul(self._offset_hwc, image, self._gain_hwc, out=out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on a preprocessed batch; return logits at the network input resolution."""

@@ -33,7 +33,7 @@ from torch import nn
 
 from espnet_ros.core.errors import WeightsError
 from espnet_ros.core.labels import CAMVID, CITYSCAPES, LabelSet
-from espnet_ros.core.model import ESPNet, ESPNetC
+from espnet_ros.core.model import espnet, espnet_c
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -142,6 +142,8 @@ class WeightsPreset:
         num_params: exact parameter count.
         metrics: published (and our measured) numbers, documented per key.
         license: licence of the weights.
+        fix: what to tell the user when the file is missing or damaged (empty: ``download-weights``; model files
+            of :mod:`espnet_ros.core.modelfile` say how to restore them).
     """
 
     name: str
@@ -157,6 +159,7 @@ class WeightsPreset:
     description: str
     metrics: Mapping[str, float] = field(default_factory=dict)
     license: str = "MIT (github.com/sacmehta/ESPNet)"
+    fix: str = ""
 
     @property
     def file(self) -> str:
@@ -182,9 +185,9 @@ class WeightsPreset:
         """Build the untrained network for this preset."""
         classes = self.label_set.num_classes
         if self.architecture == "espnet_c":
-            return ESPNetC(classes, self.p, self.q)
+            return espnet_c(classes=classes, p=self.p, q=self.q)
         assert self.decoder_variant is not None
-        return ESPNet(classes, self.p, self.q, self.decoder_variant)
+        return espnet(classes=classes, p=self.p, q=self.q, decoder_variant=self.decoder_variant)
 
 
 def _weights(file: str, sha256: str, size: int) -> DataFile:
@@ -317,13 +320,24 @@ def check_file(preset: str | WeightsPreset, path: Path) -> bytes:
     preset, or modified (sha256 mismatch), and what to do about it.
     """
     p = get_preset(preset)
-    fix = _FIX.format(preset=p.name, file=p.file)
-    if not path.is_file():
+    fix = p.fix or _FIX.format(preset=p.name, file=p.file)
+    if not path.exists():
         raise WeightsError(f"weights for preset {p.name!r} not found: {path} does not exist; {fix}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, socket or pipe)"
+        raise WeightsError(f"weights file {path} for preset {p.name!r} is {kind}; point the weights setting at the "
+                           f"preset's file {p.file}, or {fix}")
+    # Read no more than the largest preset file (+1 byte): a wrong, huge file is refused without reading it whole.
+    limit = max(other.data.size for other in PRESETS.values()) + 1
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(limit)
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc}; check its permissions or {fix}") from exc
+    if len(data) == limit:
+        raise WeightsError(f"weights file {path} for preset {p.name!r} is larger than any preset file (expected "
+                           f"{p.data.size} bytes); it is not the preset's file: point the weights setting at "
+                           f"{p.file}, or {fix}")
     digest = _sha256(data)
     if digest == p.sha256:
         return data
@@ -357,8 +371,8 @@ def load_state_dict(
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad pickle; all mean the same to the user
-        raise WeightsError(f"cannot load {path} as PyTorch weights ({exc}); {_FIX.format(preset=p.name, file=p.file)}"
-                           ) from exc
+        raise WeightsError(f"cannot load {path} as PyTorch weights ({exc}); "
+                           f"{p.fix or _FIX.format(preset=p.name, file=p.file)}") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state

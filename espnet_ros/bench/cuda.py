@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from espnet_ros.bench import _pct
+from espnet_ros.bench.harness import _pct
 from espnet_ros.core.baseline import BaselinePipeline
 from espnet_ros.core.gpu import GpuPipeline
+from espnet_ros.core.modelfile import resolve_preset
 from espnet_ros.core.segmenter import Segmenter
 
 __all__ = ["format_table", "main", "measure", "run_cuda_bench"]
@@ -99,6 +100,7 @@ def run_cuda_bench(
     device: str,
     images: Sequence[npt.NDArray[np.uint8]],
     *,
+    model: str | None = None,
     weights_dir: str | None = None,
     repeats: int = 100,
     warmup: int = 10,
@@ -118,7 +120,7 @@ def run_cuda_bench(
     the fast path is compiled, the record also holds the same path uncompiled (``uncompiled_*``).
     """
     say = progress or (lambda _msg: None)
-    seg = Segmenter(preset, weights_dir=weights_dir, device=device)
+    seg = Segmenter(resolve_preset(preset, model), weights_dir=weights_dir, device=device)
     dev = seg.device
     on_cuda = dev.type == "cuda"
     fast = GpuPipeline(seg.model, seg.preset, seg.input_size, dev, compile=compile, compile_backend=compile_backend,
@@ -229,7 +231,7 @@ def format_table(rec: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m espnet_ros.bench_cuda`` (also reached as ``espnet-ros bench --device cuda``)."""
+    """``python -m espnet_ros.bench.cuda`` (also reached as ``espnet-ros bench --device cuda``)."""
     import argparse
     import json
     import sys
@@ -239,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="espnet-ros bench --device cuda", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cityscapes")
+    ap.add_argument("--model", default=None, metavar="DIR", help="a model folder, measured instead of --preset")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--weights-dir", default=None)
     ap.add_argument("--images", nargs="*", default=None, help="frames (default: the two sample frames)")
@@ -256,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames = [f.image for f in FrameSource(args.images or [samples_dir()])]
         cw, ch = (int(v) for v in args.camera_size.lower().split("x"))
         rec = run_cuda_bench(
-            args.preset, args.device, frames, weights_dir=args.weights_dir, repeats=args.repeats,
+            args.preset, args.device, frames, model=args.model, weights_dir=args.weights_dir, repeats=args.repeats,
             warmup=args.warmup, cameras=args.cameras, camera_size=(cw, ch), camvid_root=args.camvid,
             compile=False if args.no_compile else None, half=args.precision == "float16",
             progress=lambda msg: print(f"… {msg}", file=sys.stderr, flush=True),

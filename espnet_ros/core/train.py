@@ -1,0 +1,786 @@
+"""Training ESPNet on labelled frames: data, the upstream recipe, fine-tuning, checkpoints and model files.
+
+The recipe follows the upstream training code (Mehta et al., ECCV 2018; github.com/sacmehta/ESPNet ``train/``):
+
+* two stages, ESPNet-C (the encoder) first on labels downsampled x8 (nearest), then the full ESPNet whose encoder
+  starts from the first stage's best weights;
+* every epoch is one pass over the training frames at each of several scales of the network size (upstream, for
+  1024x512: 1536x768, 1280x720, 512x256, 768x384, then 1024x512, with batch sizes B, B, B+4, B+4, B+2); each frame is
+  normalised, resized (float, bilinear; labels nearest), with probability 1/2 cropped by a random margin of up to
+  100 (32) pixels and resized back, and flipped with probability 1/2;
+* Adam (lr 5e-4, betas 0.9 / 0.999, eps 1e-8, weight decay 5e-4), the rate halved at each third of the budget
+  (upstream: every 100 of 300 epochs);
+* cross entropy weighted per class by ``1 / ln(1.10 + p_c)``, ``p_c`` the class's share of the labelled training
+  pixels (counted per class; upstream's ``np.histogram`` binned each label map by its own value range).
+
+Upstream's flip is ``cv2.flip(image, 0)``, upside down; street scenes are never upside down but are mirrored, so the
+default here is the horizontal flip and ``vertical`` reproduces upstream. :data:`RECIPES` holds ``upstream`` and the
+short ``quick`` fine-tuning recipe. Fine-tuning (``init``) starts from a preset or model file and keeps every tensor
+that fits: the encoder as is, and the class-dependent rows of the decoder and classifiers taken from the classes
+named by the class file's ``init_from`` (:func:`adapt_state`). Validation reuses
+:func:`~espnet_ros.core.evaluate.evaluate_split` on the model file written for the epoch (standard protocol).
+Every epoch writes ``checkpoint.pt`` (resumable), ``last/`` and, when the validation mIoU improves, ``best/``.
+On CUDA the forward and backward passes run in mixed precision. No ROS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from espnet_ros.core.classes import LABEL_SUFFIXES, ClassFile, read_label_map
+from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.evaluate import ConfusionMatrix
+from espnet_ros.core.fpmode import denormals_flushed
+from espnet_ros.core.labels import LabelSet
+from espnet_ros.core.model import ESPNet, ESPNetC, decoder_variant_of
+from espnet_ros.core.modelfile import ModelManifest, load_model, resolve_preset, save_model
+from espnet_ros.core.weights import Preprocessing, WeightsPreset, build_model
+
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "Sample",
+    "ScalePass",
+    "TrainConfig",
+    "TrainError",
+    "TrainObserver",
+    "TrainResult",
+    "adapt_state",
+    "augment",
+    "class_mapping",
+    "class_weights",
+    "find_training_pairs",
+    "load_split",
+    "segmentation_loss",
+    "train",
+]
+
+_log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+CHECKPOINT_FORMAT = "espnet_ros/checkpoint/v1"
+Stage = Literal["encoder", "decoder"]
+Flip = Literal["horizontal", "vertical", "none"]
+
+
+class TrainError(EspnetRosError):
+    """Training inputs or options that cannot work; the message names the file or option and the fix."""
+
+
+@dataclass(frozen=True)
+class ScalePass:
+    """One pass over the training frames per epoch at ``(width_factor, height_factor)`` x the network size.
+
+    ``crop_margin`` is the largest crop margin as a fraction of the pass's width (0: no crop); ``batch_delta`` is
+    added to the batch size for this pass (upstream uses larger batches at the smaller scales). ``random_scales``
+    (optional) multiplies both factors by a scale drawn per batch; ``crop_size`` (optional) then cuts a random
+    ``(width, height)`` window out of every sample, so that a batch costs the same at every scale.
+    """
+
+    width_factor: float
+    height_factor: float
+    crop_margin: float
+    batch_delta: int = 0
+    random_scales: tuple[float, ...] = ()
+    crop_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: stages, scale passes, optimiser and schedule, augmentation and class weighting."""
+
+    name: str
+    stages: tuple[Stage, ...]
+    passes: tuple[ScalePass, ...]
+    epochs: int
+    lr: float = 5e-4
+    weight_decay: float = 5e-4
+    lr_steps: int = 3
+    lr_gamma: float = 0.5
+    flip: Flip = "horizontal"
+    weight_norm: float = 1.10
+    batch_cpu: int = 6
+    batch_cuda: int = 6
+    encoder_batch_cuda: int = 12
+    freeze: tuple[str, ...] = ()
+    """Encoder modules (names under ``encoder.``) kept as initialised, batch-norm statistics included."""
+
+
+RECIPES: dict[str, Recipe] = {
+    "upstream": Recipe(
+        name="upstream",
+        stages=("encoder", "decoder"),
+        # the upstream order: 1536x768, 1280x720, 512x256, 768x384, 1024x512 (factors of the network size)
+        passes=(
+            ScalePass(1.5, 1.5, 100 / 1536), ScalePass(1.25, 720 / 512, 100 / 1280),
+            ScalePass(0.5, 0.5, 0.0, 4), ScalePass(0.75, 0.75, 32 / 768, 4), ScalePass(1.0, 1.0, 32 / 1024, 2),
+        ),
+        epochs=300,
+    ),
+    "quick": Recipe(
+        name="quick",
+        stages=("decoder",),
+        passes=(ScalePass(1.0, 1.0, 32 / 1024, random_scales=(0.75, 1.0, 1.25), crop_size=(256, 192)),) * 2,
+        epochs=20,
+        lr=2e-3,
+        batch_cpu=8,
+        freeze=("level1", "sample1", "b1", "level2_0", "level2", "sample2", "b2", "level3_0", "level3", "b3"),
+    ),
+}
+"""``upstream``: the full two-stage recipe. ``quick``: fine-tuning for a CPU: the full network only, with the
+encoder kept as initialised except its classifier (so the backward pass runs through the decoder only), two passes
+per epoch over 256x192 windows of the frames at 0.75, 1 and 1.25 x the network size (crop-resize and flip as
+upstream), at 4x upstream's learning rate (the decoder starts over: its ESP module cannot keep the initial model's
+channels when the class count changes)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (the command line's options, validated by :func:`train`).
+
+    ``epochs`` is per stage (default: the recipe's); ``max_minutes`` bounds the whole run (with two stages the encoder
+    gets half). ``void`` is ``learn`` (upstream: the void class is trained like the others) or ``ignore`` (void
+    pixels are left out of the loss). ``network_size`` is the native input ``(width, height)`` of the model (default:
+    the training frames' size, at most 1024 wide, multiples of 8).
+    """
+
+    images: Path
+    labels: Path
+    classes: ClassFile
+    out: Path
+    val_images: Path | None = None
+    val_labels: Path | None = None
+    init: str | None = None
+    recipe: Recipe = field(default_factory=lambda: RECIPES["upstream"])
+    epochs: int | None = None
+    max_minutes: float | None = None
+    batch_size: int | None = None
+    network_size: tuple[int, int] | None = None
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    void: Literal["learn", "ignore"] = "learn"
+    num_threads: int | None = None
+    name: str | None = None
+    weights_dir: Path | None = None
+    """Folder of the preset weights for ``init`` (default: ``$ESPNET_ROS_WEIGHTS_DIR`` or the user cache)."""
+    max_batches: int | None = None
+    """Stop each epoch after this many batches (tests and smoke runs)."""
+
+
+@dataclass
+class Sample:
+    """One training or validation frame: its files and its label map ``(H, W) uint8`` class ids."""
+
+    name: str
+    image_path: Path
+    label_path: Path
+    labels: npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: the best model folder, its validation mIoU (NaN without validation), the epoch table."""
+
+    best: Path
+    best_miou: float
+    history: tuple[dict[str, Any], ...]
+    stopped_by: str
+
+
+class TrainObserver(Protocol):
+    """Progress hooks (the command line draws a progress bar and prints the table)."""
+
+    def epoch_start(self, stage: str, epoch: int, batches: int) -> None:
+        """An epoch of ``batches`` batches begins."""
+
+    def batch_end(self, loss: float, logits: Tensor, target: Tensor) -> None:
+        """A batch finished with this loss; ``logits`` and ``target`` are the batch's (detached, for inspection)."""
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        """An epoch finished (``row``: stage, epoch, lr, loss, val_miou, best_miou, minutes, seconds)."""
+
+
+class _Quiet:
+    def epoch_start(self, stage: str, epoch: int, batches: int) -> None:
+        pass
+
+    def batch_end(self, loss: float, logits: Tensor, target: Tensor) -> None:
+        pass
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        _log.info("epoch %s", row)
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def _files(folder: Path, suffixes: Sequence[str], what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise TrainError(f"{what} folder {folder} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in suffixes:
+            if p.stem in found:
+                raise TrainError(f"{what} folder {folder} has two files for {p.stem!r} ({found[p.stem].name}, "
+                                 f"{p.name}); keep one")
+            found[p.stem] = p
+    if not found:
+        raise TrainError(f"{what} folder {folder} is empty (expected {', '.join(suffixes)} files); an empty split "
+                         "cannot be trained or validated on")
+    return found
+
+
+def find_training_pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
+    """Match images to label maps (``.png`` or labelme ``.json``) by file stem; every file must have a partner."""
+    imgs = _files(images, _IMAGE_SUFFIXES, "images")
+    labs = _files(labels, LABEL_SUFFIXES, "labels")
+    missing, extra = sorted(set(imgs) - set(labs)), sorted(set(labs) - set(imgs))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} image(s) without a label map (e.g. {imgs[missing[0]]})")
+        if extra:
+            parts.append(f"{len(extra)} label map(s) without an image (e.g. {labs[extra[0]]})")
+        raise TrainError(f"images in {images} and labels in {labels} do not pair up by file name: "
+                         f"{'; '.join(parts)}; name each label map like its image (frame_001.png ↔ frame_001.png "
+                         "or frame_001.json)")
+    return [(imgs[s], labs[s]) for s in sorted(imgs)]
+
+
+def _read_image(path: Path) -> npt.NDArray[np.uint8]:
+    data = np.fromfile(path, np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise TrainError(f"cannot read image {path}: not a readable image file; re-save it as PNG or JPEG, or "
+                         "remove it together with its label map")
+    return np.asarray(img, np.uint8)
+
+
+def load_split(
+    images: Path, labels: Path, classes: ClassFile
+) -> tuple[list[Sample], str, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Read and check a split: every image readable, every label map valid and of its image's size.
+
+    Returns the samples (label maps kept in memory, images read again when used), the split's fingerprint (sha256
+    over file names and contents), and the mean of the per-image BGR means and standard deviations (upstream's
+    normalisation constants for training from scratch).
+    """
+    digest = hashlib.sha256()
+    samples: list[Sample] = []
+    means, stds = [], []
+    for image_path, label_path in find_training_pairs(images, labels):
+        raw = image_path.read_bytes()
+        img = _read_image(image_path)
+        lab = read_label_map(label_path, classes, (img.shape[1], img.shape[0]))
+        digest.update(image_path.name.encode() + b"\0" + hashlib.sha256(raw).digest())
+        digest.update(label_path.name.encode() + b"\0" + hashlib.sha256(lab.tobytes()).digest())
+        means.append(img.reshape(-1, 3).mean(0))
+        stds.append(img.reshape(-1, 3).std(0))
+        samples.append(Sample(image_path.stem, image_path, label_path, lab))
+    return samples, digest.hexdigest(), np.mean(means, 0), np.mean(stds, 0)
+
+
+def class_weights(
+    labels: Sequence[npt.NDArray[np.uint8]], num_classes: int, *, norm: float = 1.10,
+    exclude: Sequence[int] = (),
+) -> npt.NDArray[np.float32]:
+    """Per-class loss weights ``1 / ln(norm + p_c)`` with ``p_c`` the class's share of the counted pixels.
+
+    Pixels with values ``>= num_classes`` (the ignore label) and classes in ``exclude`` are not counted.
+    """
+    hist = np.zeros(num_classes, np.float64)
+    for lab in labels:
+        hist += np.bincount(lab.reshape(-1), minlength=256)[:num_classes]
+    for c in exclude:
+        hist[c] = 0.0
+    total = hist.sum()
+    if total <= 0:
+        raise TrainError("the training label maps hold no labelled pixels; label some pixels with class ids")
+    return (1.0 / np.log(norm + hist / total)).astype(np.float32)
+
+
+def segmentation_loss(logits: Tensor, target: Tensor, weight: Tensor, ignore_index: int) -> Tensor:
+    """Class-weighted cross entropy (upstream: ``NLLLoss2d(weight)`` of ``log_softmax``): the weighted mean."""
+    return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index)
+
+
+def _even8(v: float) -> int:
+    return max(8, round(v / 8.0) * 8)
+
+
+def augment(
+    image: npt.NDArray[np.uint8], labels: npt.NDArray[np.uint8], size: tuple[int, int], crop_margin: int,
+    flip: Flip, rng: np.random.Generator, preprocessing: Preprocessing, label_stride: int = 1,
+    crop_size: tuple[int, int] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """One training sample: resize to ``size``, random crop-resize, random flip, normalise; labels alike.
+
+    Returns the network input ``(3, h, w) float32`` and the labels ``(h / label_stride, w / label_stride) uint8``
+    (with ``crop_size``, a random window of that ``(width, height)`` instead of the whole frame). The image is
+    resized as float (bilinear) and the labels nearest, as in the upstream transforms.
+    """
+    w, h = size
+    img = cv2.resize(image.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    lab = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    if crop_margin > 0 and rng.random() < 0.5:
+        x1 = int(rng.integers(0, crop_margin + 1))
+        y1 = int(rng.integers(0, crop_margin + 1))
+        if 2 * x1 < w - 8 and 2 * y1 < h - 8:
+            img = cv2.resize(img[y1:h - y1, x1:w - x1], (w, h), interpolation=cv2.INTER_LINEAR)
+            lab = cv2.resize(lab[y1:h - y1, x1:w - x1], (w, h), interpolation=cv2.INTER_NEAREST)
+    if flip != "none" and rng.random() < 0.5:
+        code = 1 if flip == "horizontal" else 0
+        img = cv2.flip(img, code)
+        lab = cv2.flip(lab, code)
+    if crop_size is not None:
+        cw, ch = min(crop_size[0], w), min(crop_size[1], h)
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        img, lab = img[y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
+        w, h = cw, ch
+    if label_stride != 1:
+        lab = cv2.resize(lab, (w // label_stride, h // label_stride), interpolation=cv2.INTER_NEAREST)
+    gain, offset = preprocessing.affine()
+    x = img * gain + offset
+    return np.ascontiguousarray(x.transpose(2, 0, 1), np.float32), np.ascontiguousarray(lab)
+
+
+# ------------------------------------------------------------------------------------------------------- init
+def class_mapping(classes: ClassFile, source: LabelSet) -> list[list[int]]:
+    """For each class of ``classes``, the ids of ``source`` whose rows initialise it (empty: random).
+
+    A class takes the source classes named by its ``init_from`` when ``source`` has them all, else the source class
+    of its own name (case-insensitive), else nothing (random rows). ``init_from`` names of which neither exists in
+    ``source`` raise :class:`TrainError` (a typo, or the class file was written for another initial model).
+    """
+    mapping: list[list[int]] = []
+    for c in classes.classes:
+        try:
+            mapping.append([source.class_id(k) for k in c.init_from] if c.init_from else [source.class_id(c.name)])
+            continue
+        except ValueError as exc:
+            problem = str(exc)
+        try:
+            mapping.append([source.class_id(c.name)])
+        except ValueError:
+            if c.init_from:
+                raise TrainError(f"class file {classes.source}, class {c.id} ({c.name}): init_from: {problem}; fix "
+                                 "the name, or drop init_from to start this class from random rows") from None
+            mapping.append([])
+    return mapping
+
+
+def _esp_layout(channels: int) -> list[tuple[int, int]]:
+    """(offset, size) of the five branches of an ESP module's output with ``channels`` channels."""
+    n = channels // 5
+    n1 = channels - 4 * n
+    return [(0, n1)] + [(n1 + i * n, n) for i in range(4)]
+
+
+def _dim_map(kind: str, new: int, old: int, mapping: list[list[int]], c_new: int, c_old: int) -> list[list[int]]:
+    """Source indices for every index of one tensor dimension (empty: keep the fresh value)."""
+    if kind == "class":
+        return [list(m) for m in mapping]
+    if kind == "2class":
+        return [list(m) for m in mapping] + [[i + c_old for i in m] for m in mapping]
+    if kind == "class+rest":
+        rest = new - c_new
+        return [list(m) for m in mapping] + [[c_old + j] if j < old - c_old else [] for j in range(rest)]
+    if kind == "esp":
+        out: list[list[int]] = []
+        for (_, size_new), (off_old, size_old) in zip(_esp_layout(new), _esp_layout(old), strict=True):
+            out += [[off_old + k] if k < size_old else [] for k in range(size_new)]
+        return out
+    return [[j] if j < old else [] for j in range(new)]  # 'slice': keep what overlaps
+
+
+def _class_dims(key: str) -> tuple[str, ...] | None:
+    """How each dimension of a class-dependent tensor is indexed (``None``: not class-dependent)."""
+    k = key[len("encoder."):] if key.startswith("encoder.") else key
+    if k == "classifier.conv.weight":  # ESPNet-C's classifier
+        return ("class", "x", "x", "x")
+    table: dict[str, tuple[str, ...]] = {
+        "level3_C.conv.weight": ("class", "x", "x", "x"),
+        "up_l3.0.weight": ("class", "class", "x", "x"),
+        "combine_l2_l3.1.c1.conv.weight": ("slice", "2class", "x", "x"),
+        "up_l2.0.weight": ("esp", "class", "x", "x"),
+        "conv.conv.weight": ("class", "class+rest", "x", "x"),
+        "classifier.weight": ("class", "class", "x", "x"),
+    }
+    if key in table:
+        return table[key]
+    for prefix, kind in (("br.", "class"), ("combine_l2_l3.0.", "2class"), ("combine_l2_l3.1.bn.", "esp"),
+                         ("up_l2.1.", "class"), ("conv.bn.", "class"), ("conv.act.", "class")):
+        if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
+            return (kind,)
+    if key.startswith("combine_l2_l3.1.d"):
+        return ("slice", "slice", "x", "x")
+    return None
+
+
+def _gather(old: Tensor, fresh: Tensor, maps: Sequence[list[list[int]] | None]) -> Tensor:
+    """``fresh`` with every position whose source indices exist in all mapped dims taken from ``old`` (averaged)."""
+    result = old.to(torch.float64)
+    valid = torch.ones(fresh.shape, dtype=torch.bool)
+    for d, m in enumerate(maps):
+        if m is None:
+            continue
+        mat = torch.zeros(len(m), result.shape[d], dtype=torch.float64)
+        ok = torch.zeros(len(m), dtype=torch.bool)
+        for j, src in enumerate(m):
+            src = [i for i in src if i < result.shape[d]]
+            if src:
+                mat[j, src] = 1.0 / len(src)
+                ok[j] = True
+        result = torch.movedim(torch.tensordot(mat, torch.movedim(result, d, 0), dims=1), 0, d)
+        shape = [1] * fresh.dim()
+        shape[d] = len(m)
+        valid = valid & ok.view(shape)
+    return torch.where(valid, result.to(fresh.dtype), fresh)
+
+
+def adapt_state(
+    init_state: dict[str, Tensor], model: nn.Module, mapping: list[list[int]], init_classes: int
+) -> tuple[dict[str, Tensor], dict[str, int]]:
+    """A state dict for ``model`` that keeps what fits of ``init_state`` (ESPNet or ESPNet-C keys, either way).
+
+    Tensors of the same shape that do not depend on the classes are copied. The class-dependent ones are built
+    class by class from ``mapping`` (:func:`class_mapping`): with the same classes in the same order that is a
+    copy; otherwise each new class takes (the mean of) its source rows and a class without sources keeps its fresh
+    initialisation; the channels inside the decoder's ESP module keep what overlaps. Returns the state and counts of
+    ``copied``, ``mapped`` and ``fresh`` tensors.
+    """
+    target = model.state_dict()
+    c_new = len(mapping)
+    identity = c_new == init_classes and all(m == [i] for i, m in enumerate(mapping))
+    out: dict[str, Tensor] = {}
+    counts = {"copied": 0, "mapped": 0, "fresh": 0}
+    for key, fresh in target.items():
+        src_key = key
+        if src_key not in init_state and key.startswith("encoder.") and key[8:] in init_state:
+            src_key = key[8:]
+        elif src_key not in init_state and f"encoder.{key}" in init_state:
+            src_key = f"encoder.{key}"
+        old = init_state.get(src_key)
+        dims = _class_dims(key)
+        if old is None or (dims is not None and old.dim() != len(dims)) or (dims is None and old.shape != fresh.shape):
+            out[key] = fresh
+            counts["fresh"] += 1
+            continue
+        if dims is None or (identity and old.shape == fresh.shape):
+            out[key] = old.to(fresh.dtype).clone()
+            counts["copied"] += 1
+            continue
+        maps: list[list[list[int]] | None] = []
+        for d, kind in enumerate(dims):
+            maps.append(None if kind == "x" else
+                        _dim_map(kind, int(fresh.shape[d]), int(old.shape[d]), mapping, c_new, init_classes))
+        if any(m is None and old.shape[d] != fresh.shape[d] for d, m in enumerate(maps)):
+            out[key] = fresh
+            counts["fresh"] += 1
+            continue
+        out[key] = _gather(old, fresh, maps)
+        counts["mapped"] += 1
+    return out, counts
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def _build(stage: Stage, classes: int, p: int, q: int, variant: str) -> nn.Module:
+    if stage == "encoder":
+        return ESPNetC(classes, p, q)
+    return ESPNet(classes, p, q, "cityscapes" if variant == "cityscapes" else "camvid")
+
+
+def _default_size(samples: Sequence[Sample]) -> tuple[int, int]:
+    h, w = _read_image(samples[0].image_path).shape[:2]
+    scale = min(1.0, 1024.0 / w)
+    return _even8(w * scale), _even8(h * scale)
+
+
+def _config_key(cfg: TrainConfig, train_fp: str) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint."""
+    return {"classes": cfg.classes.to_dict(), "train": train_fp, "recipe": cfg.recipe.name, "init": cfg.init,
+            "void": cfg.void, "seed": cfg.seed, "flip": cfg.recipe.flip}
+
+
+def _device(name: str) -> torch.device:
+    from espnet_ros.core.segmenter import resolve_device
+
+    return resolve_device(name)
+
+
+def _evaluate(folder: Path, val: Sequence[Sample], device: torch.device, num_threads: int | None) -> float:
+    """Standard-protocol mIoU of the model file ``folder`` on ``val`` through the project's evaluator."""
+    from espnet_ros.core.evaluate import evaluate_split
+    from espnet_ros.core.segmenter import Segmenter
+
+    labels = {s.label_path: s.labels for s in val}
+    seg = Segmenter(load_model(folder), device=str(device), output_size="network", num_threads=num_threads,
+                    backend="fused" if device.type == "cpu" else "auto", half=False)
+    cm: ConfusionMatrix = evaluate_split(seg, [(s.image_path, s.label_path) for s in val],
+                                         read_labels=lambda p: labels[p])
+    return float(cm.result(seg.labels, "standard").miou)
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResult:
+    """Run ``cfg`` to its epoch or time budget; write checkpoints and model files under ``cfg.out``.
+
+    Raises:
+        TrainError, LabelFileError, WeightsError: unusable inputs or options, naming the file or option and the fix.
+    """
+    obs: TrainObserver = observer or _Quiet()
+    recipe = cfg.recipe
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise TrainError(f"--epochs {cfg.epochs}: give at least 1")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise TrainError(f"--max-minutes {cfg.max_minutes}: give a positive number of minutes")
+    if (cfg.val_images is None) != (cfg.val_labels is None):
+        raise TrainError("give both --val-images and --val-labels, or neither")
+    device = _device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    classes = cfg.classes
+    samples, train_fp, mean, std = load_split(cfg.images, cfg.labels, classes)
+    val: list[Sample] = []
+    val_fp = None
+    if cfg.val_images is not None and cfg.val_labels is not None:
+        val, val_fp, _, _ = load_split(cfg.val_images, cfg.val_labels, classes)
+    k = classes.num_classes
+    exclude = [classes.void_id] if cfg.void == "ignore" else []
+    weights_np = class_weights([s.labels for s in samples], k, norm=recipe.weight_norm, exclude=exclude)
+    present = np.zeros(k, bool)
+    for s in samples:
+        present |= np.bincount(s.labels.reshape(-1), minlength=256)[:k] > 0
+    absent = [classes.classes[i].name for i in range(k) if not present[i] and i not in exclude]
+    if absent:
+        _log.warning("classes never labelled in %s: %s (the model cannot learn them)", cfg.labels, ", ".join(absent))
+
+    init: WeightsPreset | None = None
+    init_state: dict[str, Tensor] | None = None
+    mapping: list[list[int]] = [[] for _ in range(k)]
+    if cfg.init:
+        is_folder = Path(cfg.init).expanduser().is_dir()
+        init = resolve_preset(None if is_folder else cfg.init, cfg.init if is_folder else None)
+        init_state = build_model(init, cfg.weights_dir).state_dict()
+        mapping = class_mapping(classes, init.label_set)
+    p, q = (init.p, init.q) if init is not None else (2, 8)
+    if init is not None and init.architecture == "espnet" and init_state is not None:
+        variant = decoder_variant_of(init_state)
+    else:
+        variant = "camvid"  # the decoder of upstream's train/Model.py
+    preprocessing = (init.preprocessing if init is not None else
+                     Preprocessing(mean_bgr=tuple(float(v) for v in mean),  # type: ignore[arg-type]
+                                   std_bgr=tuple(float(v) for v in std)))  # type: ignore[arg-type]
+    size = cfg.network_size or _default_size(samples)
+    if any(s <= 0 or s % 8 for s in size):
+        raise TrainError(f"--size {size[0]}x{size[1]}: width and height must be positive multiples of 8")
+    batch = cfg.batch_size or (recipe.batch_cuda if device.type == "cuda" else recipe.batch_cpu)
+    if batch < 1:
+        raise TrainError(f"--batch-size {batch}: give at least 1")
+    epochs = cfg.epochs or (recipe.epochs if cfg.max_minutes is None else 10**6)
+    name = cfg.name or f"{classes.name}-espnet-p{p}q{q}"
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.out / "checkpoint.pt"
+    key = _config_key(cfg, train_fp)
+    history: list[dict[str, Any]] = []
+    stage_index, start_epoch, elapsed_before = 0, 0, 0.0
+    resume_state: dict[str, Any] | None = None
+    if cfg.resume:
+        if not ckpt_path.is_file():
+            raise TrainError(f"--resume: {ckpt_path} does not exist; run without --resume to start training")
+        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if not isinstance(resume_state, dict) or resume_state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainError(f"--resume: {ckpt_path} is not an espnet_ros training checkpoint")
+        if json.loads(resume_state["key"]) != json.loads(json.dumps(key)):
+            raise TrainError(f"--resume: {ckpt_path} was written by a run with other classes, data, recipe, init, "
+                             "seed or --void; resume with the same options, or give another --out")
+        stage_index, start_epoch = int(resume_state["stage"]), int(resume_state["epoch"])
+        elapsed_before = float(resume_state["elapsed"])
+        history = list(json.loads(resume_state["history"]))
+    elif ckpt_path.exists():
+        raise TrainError(f"{cfg.out} already holds a training run ({ckpt_path}); add --resume to continue it, or "
+                         "give another --out")
+    weight_t = torch.from_numpy(weights_np).to(device)
+    ignore_index = classes.ignore_label
+    amp = device.type == "cuda"
+    budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+    stages = recipe.stages
+    provenance_base = {
+        "dataset": {"train": str(cfg.images), "train_fingerprint": train_fp, "train_frames": len(samples),
+                    "val": None if cfg.val_images is None else str(cfg.val_images), "val_fingerprint": val_fp,
+                    "val_frames": len(val)},
+        "recipe": {"name": recipe.name, "stages": list(stages), "lr": recipe.lr, "weight_decay": recipe.weight_decay,
+                   "flip": recipe.flip, "freeze": list(recipe.freeze), "batch_size": batch, "void": cfg.void,
+                   "seed": cfg.seed,
+                   "class_weights": [round(float(v), 6) for v in weights_np], "device": str(device),
+                   "mixed_precision": amp, "passes": [asdict(s) for s in recipe.passes]},
+        "init": cfg.init,
+    }
+    stopped_by = "epochs"
+    best_dir = cfg.out / "best"
+    best_miou = math.nan
+    encoder_best: dict[str, Tensor] | None = None
+
+    started = time.monotonic()  # the budget counts training and validation, not reading the data
+
+    def clock() -> float:
+        return elapsed_before + (time.monotonic() - started)
+
+    for si in range(stage_index, len(stages)):
+        stage = stages[si]
+        final = si == len(stages) - 1
+        stage_out = cfg.out if final else cfg.out / stage
+        torch.manual_seed(cfg.seed)
+        model = _build(stage, k, p, q, variant)
+        if stage == "decoder" and encoder_best is not None:
+            state, counts = adapt_state(encoder_best, model, [[i] for i in range(k)], k)
+            model.load_state_dict(state)
+            _log.info("stage %s initialised from the encoder stage: %s", stage, counts)
+        elif init_state is not None and init is not None:
+            state, counts = adapt_state(init_state, model, mapping, init.label_set.num_classes)
+            model.load_state_dict(state)
+            _log.info("stage %s initialised from %s: %s", stage, cfg.init, counts)
+        model.to(device)
+        encoder = model.encoder if isinstance(model, ESPNet) else model
+        frozen = [getattr(encoder, n) for n in recipe.freeze]
+        for mod in frozen:
+            mod.requires_grad_(False)
+        opt = torch.optim.Adam([t for t in model.parameters() if t.requires_grad], recipe.lr, betas=(0.9, 0.999),
+                               eps=1e-8, weight_decay=recipe.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        stage_best = math.nan
+        first_epoch = 0
+        stopped_by = "epochs"
+        stage_started = clock()
+        if resume_state is not None and si == stage_index:
+            model.load_state_dict(resume_state["model"])
+            opt.load_state_dict(resume_state["optimizer"])
+            if amp and "scaler" in resume_state:
+                scaler.load_state_dict(resume_state["scaler"])
+            first_epoch = start_epoch
+            stage_best = float(resume_state["stage_best"])
+            stage_started = float(resume_state["stage_started"])
+        # with two stages and a time budget, the encoder stage ends at half of it
+        deadline = None if budget_s is None else (budget_s / 2 if len(stages) == 2 and si == 0 else budget_s)
+        time_up = False
+        for epoch in range(first_epoch, epochs):
+            if deadline is not None and clock() >= deadline and epoch > first_epoch:
+                stopped_by = "time"
+                break
+            progress = epoch / epochs
+            if deadline is not None:
+                progress = max(progress, (clock() - stage_started) / max(deadline - stage_started, 1e-9))
+            lr = recipe.lr * recipe.lr_gamma ** math.floor(recipe.lr_steps * min(progress, 0.999999))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            model.train()
+            for mod in frozen:
+                mod.eval()
+            rng = np.random.default_rng([cfg.seed, si, epoch])
+            torch.manual_seed(cfg.seed * 100003 + si * 1009 + epoch)
+            plan = []
+            for sp in recipe.passes:
+                stage_batch = (recipe.encoder_batch_cuda if stage == "encoder" and device.type == "cuda"
+                               and cfg.batch_size is None else batch)
+                bs = max(1, stage_batch + sp.batch_delta)
+                order = rng.permutation(len(samples))
+                for i in range(0, len(order), bs):
+                    f = float(rng.choice(sp.random_scales)) if sp.random_scales else 1.0
+                    pw = _even8(size[0] * sp.width_factor * f)
+                    ph = _even8(size[1] * sp.height_factor * f)
+                    plan.append((pw, ph, round(sp.crop_margin * pw), sp.crop_size, order[i:i + bs]))
+            if cfg.max_batches is not None:
+                plan = plan[:cfg.max_batches]
+            obs.epoch_start(stage, epoch + 1, len(plan))
+            t0 = time.monotonic()
+            losses = []
+            for pw, ph, margin, crop, idx in plan:
+                xs, ys = [], []
+                for i in idx:
+                    s = samples[int(i)]
+                    x, y = augment(_read_image(s.image_path), s.labels, (pw, ph), margin, recipe.flip, rng,
+                                   preprocessing, 8 if stage == "encoder" else 1, crop)
+                    xs.append(x)
+                    ys.append(y)
+                xb = torch.from_numpy(np.stack(xs)).to(device, non_blocking=True)
+                yb = torch.from_numpy(np.stack(ys)).to(device, non_blocking=True).long()
+                if exclude:
+                    yb[yb == classes.void_id] = ignore_index
+                with denormals_flushed(device.type == "cpu"):
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                        out = model(xb)
+                    loss = segmentation_loss(out, yb, weight_t, ignore_index)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                losses.append(float(loss.detach()))
+                obs.batch_end(losses[-1], out.detach(), yb)
+                if deadline is not None and clock() >= deadline:
+                    time_up = True
+                    break
+            epoch_s = time.monotonic() - t0
+            model.eval()
+            manifest = ModelManifest(
+                name=name if final else f"{name}-encoder",
+                architecture="espnet_c" if stage == "encoder" else "espnet", p=p, q=q,
+                decoder_variant=None if stage == "encoder" else variant, classes=classes,
+                preprocessing=preprocessing, input_size=size, weights_sha256="", weights_size=0, num_params=0,
+            )
+            prov: dict[str, Any] = {**provenance_base, "stage": stage, "epochs": epoch + 1,
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "val_miou": None}
+            last_dir = stage_out / "last"
+            save_model(last_dir, model, replace(manifest, provenance=prov))
+            miou = math.nan
+            if val:
+                miou = _evaluate(last_dir, val, device, cfg.num_threads)
+                prov["val_miou"] = round(miou, 4)
+                save_model(last_dir, model, replace(manifest, provenance=prov))
+            if not val or math.isnan(stage_best) or miou > stage_best:
+                stage_best = miou
+                save_model(stage_out / "best", model, replace(manifest, provenance=prov))
+            row = {"stage": stage, "epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else math.nan,
+                   "val_miou": miou, "best_miou": stage_best, "seconds": round(epoch_s, 1),
+                   "minutes": round(clock() / 60.0, 2), "batches": len(losses)}
+            history.append({k_: (None if isinstance(v, float) and math.isnan(v) else v) for k_, v in row.items()})
+            ckpt: dict[str, Any] = {
+                "format": CHECKPOINT_FORMAT, "key": json.dumps(key), "stage": si, "epoch": epoch + 1,
+                "elapsed": clock(), "stage_started": stage_started, "stage_best": stage_best,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "history": json.dumps(history),
+            }
+            if amp:
+                ckpt["scaler"] = scaler.state_dict()
+            tmp = ckpt_path.with_name(".checkpoint.pt.tmp")
+            torch.save(ckpt, tmp)
+            os.replace(tmp, ckpt_path)
+            _write_json(cfg.out / "history.json", history)
+            obs.epoch_end(row)
+            if time_up:
+                stopped_by = "time"
+                break
+        if not final:
+            encoder_best = build_model(load_model(stage_out / "best")).state_dict()
+        else:
+            best_miou = stage_best
+    return TrainResult(best=best_dir, best_miou=best_miou, history=tuple(history), stopped_by=stopped_by)
