@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 # Heavy modules (torch, OpenCV) are imported inside the subcommands so that `espnet-ros --help` stays instant.
-from espnet_ros.bag_cli import add_extract_frames_parser, add_segment_bag_parser
+from espnet_ros.bag_cli import add_segment_bag_parser
+from espnet_ros.cli_common import CliError, grid_settings, progress_bar, write_image
 from espnet_ros.core.errors import EspnetRosError
 from espnet_ros.core.labels import VOID_MEANINGS, UnknownClassError
+from espnet_ros.extract_frames import add_extract_frames_parser
 
 if TYPE_CHECKING:
     from espnet_ros.core.frames import Frame, FrameSource
-    from espnet_ros.core.geometry import CameraPose, GridSpec
     from espnet_ros.core.weights import WeightsPreset
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -38,12 +39,6 @@ __all__ = ["CliError", "build_parser", "main"]
 _log = logging.getLogger(__name__)
 
 PROG = "espnet-ros"
-DEFAULT_CAMERA_MOUNT = (0.0, 0.0, 1.5, 0.0, 0.0, 0.0)
-"""``--camera-mount`` when not given: 1.5 m above the grid origin, level, looking along +x."""
-
-
-class CliError(EspnetRosError):
-    """A command-line level problem (bad option combination, unwritable output)."""
 
 
 def _add_common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
@@ -196,63 +191,6 @@ def _cmd_bench(argv: list[str]) -> int:
     return int(status or 0)
 
 
-def _progress(quiet: bool, **kwargs: Any) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(disable=quiet, file=sys.stderr, dynamic_ncols=True, **kwargs)
-
-
-def _write_image(path: Path, image: Any, params: Sequence[int] = ()) -> None:
-    import cv2
-    import numpy as np
-
-    ok, data = cv2.imencode(path.suffix, image, list(params))
-    if not ok:
-        raise CliError(f"cannot encode {path.name}")
-    try:
-        np.asarray(data).tofile(path)
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror}; check that the output folder is writable") from exc
-
-
-def _floats(option: str, text: str, names: str) -> tuple[float, ...]:
-    """Parse ``--option a,b,c`` into floats, one per comma-separated name in ``names``."""
-    fields = names.split(",")
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != len(fields) or not all(math.isfinite(v) for v in values):
-        raise CliError(f"{option} {text!r}: expected {len(fields)} comma-separated numbers {names}")
-    return values
-
-
-def _grid_settings(args: argparse.Namespace) -> tuple[GridSpec, CameraPose, tuple[float, ...] | None] | None:
-    """The grid, camera pose and intrinsics of ``segment --grid`` (``None`` without ``--grid``), validated."""
-    from espnet_ros.core.geometry import CameraPose, GridSpec
-
-    given = [o for o, v in (("--camera-intrinsics", args.camera_intrinsics), ("--camera-mount", args.camera_mount),
-                            ("--grid-resolution", args.grid_resolution), ("--grid-range", args.grid_range))
-             if v is not None]
-    if not args.grid:
-        if given:
-            raise CliError(f"{', '.join(given)} only apply to the bird's-eye grid; add --grid")
-        return None
-    intrinsics = None
-    if args.camera_intrinsics is not None:
-        intrinsics = _floats("--camera-intrinsics", args.camera_intrinsics, "FX,FY,CX,CY")
-        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
-            raise CliError(f"--camera-intrinsics {args.camera_intrinsics!r}: FX and FY must be > 0 pixels")
-    mount = (DEFAULT_CAMERA_MOUNT if args.camera_mount is None
-             else _floats("--camera-mount", args.camera_mount, "X,Y,Z,ROLL,PITCH,YAW"))
-    if mount[2] <= 0:
-        raise CliError(f"--camera-mount {args.camera_mount!r}: Z is the camera's height above the ground and must "
-                       "be > 0, e.g. 1.5")
-    spec = GridSpec.from_range(20.0 if args.grid_range is None else args.grid_range,
-                               0.1 if args.grid_resolution is None else args.grid_resolution)
-    return spec, CameraPose.from_body_rpy(*mount), intrinsics
-
-
 def _preset_or_model(args: argparse.Namespace) -> WeightsPreset:
     """The preset of ``--preset`` or the model file of ``--model`` (one of them; default preset cityscapes)."""
     from espnet_ros.core.modelfile import resolve_preset
@@ -277,7 +215,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError(f"--alpha must be between 0 and 1, got {args.alpha}")
     renderer = Renderer(preset.label_set, classes, alpha=args.alpha)  # validates the classes before loading
-    grid = _grid_settings(args)
+    grid = grid_settings(args)
     unknown_lut = preset.label_set.void_lut(args.grid_void)
     projectors = ProjectorCache()
     inputs, skipped = _usable_inputs(args.inputs)
@@ -291,7 +229,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                           device=args.device, output_size=args.output_size)
     _log.info("segmenting %d file(s) with %s into %s", len(source.files), preset.name, out_dir)
     count = 0
-    with _progress(args.quiet, total=_frame_count(source), unit="frame", desc="segment") as bar:
+    with progress_bar(args.quiet, total=_frame_count(source), unit="frame", desc="segment") as bar:
         for frame in _frames_skipping_bad_files(source, skipped):
             result = segmenter.segment(frame.image, color_order="bgr")
             ids = result.class_ids
@@ -301,18 +239,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 image = np.asarray(cv2.resize(image, result.output_size, interpolation=interp), np.uint8)
             mask = renderer.drivable_mask(ids)
             base = out_dir / frame.stem
-            _write_image(base.with_name(f"{frame.stem}.labels.png"), ids)
-            _write_image(base.with_name(f"{frame.stem}.color.png"), renderer.colorize(ids))
-            _write_image(base.with_name(f"{frame.stem}.overlay.jpg"), renderer.class_overlay(image, ids),
+            write_image(base.with_name(f"{frame.stem}.labels.png"), ids)
+            write_image(base.with_name(f"{frame.stem}.color.png"), renderer.colorize(ids))
+            write_image(base.with_name(f"{frame.stem}.overlay.jpg"), renderer.class_overlay(image, ids),
                          (cv2.IMWRITE_JPEG_QUALITY, 90))
-            _write_image(base.with_name(f"{frame.stem}.drivable.png"), mask)
+            write_image(base.with_name(f"{frame.stem}.drivable.png"), mask)
             if grid is not None:
                 spec, pose, intrinsics = grid
                 height, width = frame.image.shape[:2]
                 fx, fy, cx, cy = intrinsics or (width, width, (width - 1) / 2, (height - 1) / 2)
                 camera = CameraModel.pinhole(width, height, fx, fy, cx, cy)
                 projector = projectors.get(camera, pose, spec, result.output_size)
-                _write_image(base.with_name(f"{frame.stem}.grid.png"),
+                write_image(base.with_name(f"{frame.stem}.grid.png"),
                              render_grid(projector.grid(ids, renderer.mask_lut, unknown_lut)))
             count += 1
             bar.update(1)
@@ -404,7 +342,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if json_path is not None and not json_path.parent.is_dir():
         raise CliError(f"cannot write --json {json_path}: folder {json_path.parent} does not exist")
     segmenter = Segmenter(preset, weights_dir=args.weights_dir, device=args.device, output_size="network")
-    with _progress(args.quiet, total=len(pairs), unit="image", desc="eval") as bar:
+    with progress_bar(args.quiet, total=len(pairs), unit="image", desc="eval") as bar:
         cm = evaluate_split(segmenter, pairs, on_image=lambda _p: bar.update(1))
     result = cm.result(preset.label_set, args.protocol)
     out: TextIO = sys.stdout
@@ -504,7 +442,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
         def factory(total: int, name: str, fetched: list[str] = fetched, bars: list[Any] = bars
                     ) -> Callable[[int], None]:
             fetched.append(name)
-            bar = _progress(args.quiet, total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
+            bar = progress_bar(args.quiet, total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
             bars.append(bar)
             return bar.update  # type: ignore[no-any-return]
 

@@ -26,41 +26,45 @@ activates itself at start.
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-import cv2
 import numpy as np
-import numpy.typing as npt
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.expand_topic_name import expand_topic_name
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
-from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
+from espnet_ros.cameras import (
+    OUTPUT_NAMESPACE,
+    CameraState,
+    CameraTopics,
+    Frame,
+    camera_info_image_size,
+    camera_topics,
+    scale_camera_info,
+    stamp_age_problem,
+    stamp_age_s,
+)
 from espnet_ros.core.errors import EspnetRosError, ImageError
-from espnet_ros.core.geometry import CameraModel, CameraPose, GeometryError, scale_pixel_coordinate
 from espnet_ros.core.memory import release_freed_memory, retain_freed_memory
 from espnet_ros.core.modelfile import resolve_preset
-from espnet_ros.core.render import Renderer, colorize
+from espnet_ros.core.render import Renderer
 from espnet_ros.core.segmenter import SegmentationResult, Segmenter, validate_image
 from espnet_ros.diagnostics import (
     OK,
@@ -78,13 +82,10 @@ from espnet_ros.ground_msgs import (
     GroundOutputs,
     ParameterPoseSource,
     PoseSource,
-    PoseSourceError,
-    PoseUnavailableError,
-    TfPoseSource,
-    camera_model_from_camera_info,
 )
-from espnet_ros.image_codec import DecodedImage, decode_compressed, decode_image, encode_compressed, encode_image
+from espnet_ros.image_codec import decode_compressed, decode_image
 from espnet_ros.label_msgs import label_info_msg, label_info_type, labels_string_msg
+from espnet_ros.node_outputs import COMPRESSED_OUTPUTS, WARN_PERIOD_S, NodeOutputs
 from espnet_ros.parameters import (
     NodeConfig,
     ParameterError,
@@ -118,200 +119,27 @@ __all__ = [
 ]
 
 NODE_NAME = "espnet_segmentation"
-OUTPUT_NAMESPACE = "segmentation"
 IMAGE_OUTPUTS: tuple[str, ...] = (
     "class_mask", "confidence", "color_mask", "overlay", "drivable_mask", "drivable_overlay",
 )
 """Image outputs per camera, each published under ``<camera namespace>/segmentation/``."""
 GROUND_OUTPUTS: tuple[str, ...] = ("drivable_grid", "obstacle_points")
 """Ground outputs per camera (OccupancyGrid and PointCloud2 in ``grid_frame``), also under ``.../segmentation/``."""
-COMPRESSED_OUTPUTS: dict[str, Literal["jpeg", "png"]] = {
-    "class_mask": "png", "color_mask": "jpeg", "overlay": "jpeg", "drivable_overlay": "jpeg",
-}
-"""Image outputs also published as ``<output>/compressed`` (sensor_msgs/CompressedImage, image_transport's layout),
-with their format: PNG keeps the class ids exact, JPEG (``jpeg_quality``) keeps pictures small."""
 
-_WARN_PERIOD_S = 5.0
 _WORKER_JOIN_S = 30.0  # how long a deactivation or cleanup waits for the batch in hand
-_TF_TIMEOUT_S = 0.05  # how long the worker waits for a transform at the image's stamp (the executor keeps spinning)
 _GROUND_COUNTERS = ("no_camera_model", "no_pose", "ground_error", "mappings_built")
 
-_PUBLISH_ERRORS = PUBLISH_ERRORS
 _MESSAGE_INFO = MESSAGE_INFO_CALLBACKS
 _EVENTS = EVENTS
 _PERIOD_ARRIVALS = 9  # arrivals per camera behind its frame period (median of the last 8 gaps)
 _MAX_CALLBACK_DELAY_S = 10.0  # a gap outside [0, 10 s] between reception and callback: the clock stepped, ignore it
 
 
-def _rendered(wanted: frozenset[str], name: str) -> bool:
-    """Whether image output ``name`` has subscribers raw or compressed (it is rendered once for both)."""
-    return name in wanted or f"{name}/compressed" in wanted
-
-
 class NotConfiguredError(EspnetRosError):
     """The node is unconfigured (lifecycle): it has no Segmenter, cameras or configuration until it is configured."""
 
 
-class _NoCameraModelError(EspnetRosError):
-    """Neither a CameraInfo nor the camera_intrinsics parameter: the ground outputs cannot be made."""
-
-
-def _age_s(now_ns: int, header: Header) -> float:
-    """Seconds from ``header.stamp`` to ``now_ns`` (negative for a stamp in the future; any stamp, even < 0)."""
-    return (now_ns - (int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec))) * 1e-9
-
-
-def stamp_age_problem(age: float, max_frame_age: float) -> str | None:
-    """Why a frame ``age`` seconds old is dropped as stale, or ``None`` to keep it (``max_frame_age`` <= 0: keep).
-
-    A frame is stale when its stamp is more than ``max_frame_age`` seconds in the past, and also when it is more
-    than that in the future: the camera's clock and the node's disagree (clock skew, or use_sim_time on one side
-    only), so neither the frame's age nor the outputs' stamps can be trusted.
-    """
-    if max_frame_age <= 0 or -max_frame_age <= age <= max_frame_age:
-        return None
-    if age > 0:
-        return (f"dropped a frame {age:.3f} s old (max_frame_age {max_frame_age} s); check the camera's clock or "
-                "use_sim_time, or raise max_frame_age")
-    return (f"dropped a frame stamped {-age:.3f} s in the future (more than max_frame_age {max_frame_age} s): the "
-            "camera's clock is ahead of the node's; synchronise the clocks (chrony/PTP) or set use_sim_time alike "
-            "on both sides")
-
-
-@dataclass(frozen=True)
-class CameraTopics:
-    """The fully qualified topics of one camera (after remapping).
-
-    ``image`` is the subscribed image topic (``.../compressed`` for the compressed transport), ``camera_info`` its
-    sibling ``camera_info`` and ``prefix`` the namespace of the outputs (``<camera namespace>/segmentation``).
-    """
-
-    image: str
-    camera_info: str
-    prefix: str
-
-    def output(self, name: str) -> str:
-        """The topic of output ``name`` (``class_mask``, ``labels`` ...)."""
-        return f"{self.prefix}/{name}"
-
-
-def camera_topics(resolved_image_topic: str, transport: str = "raw") -> CameraTopics:
-    """Lay out a camera's topics from its fully qualified image topic (image_transport's convention).
-
-    ``/front/image_raw`` → image ``/front/image_raw`` (or ``/front/image_raw/compressed``), camera_info
-    ``/front/camera_info``, outputs under ``/front/segmentation``; ``/image`` → ``/camera_info``, ``/segmentation``.
-    """
-    if not resolved_image_topic.startswith("/"):
-        raise ValueError(f"expected a fully qualified topic, got {resolved_image_topic!r}")
-    parent = resolved_image_topic.rsplit("/", 1)[0]
-    image = resolved_image_topic + ("/compressed" if transport == "compressed" else "")
-    return CameraTopics(image=image, camera_info=f"{parent}/camera_info", prefix=f"{parent}/{OUTPUT_NAMESPACE}")
-
-
-def scale_camera_info(info: CameraInfo, width: int, height: int, header: Header) -> CameraInfo:
-    """Return ``info`` describing an image of ``width`` x ``height`` pixels, with ``header``.
-
-    The source size is the region the camera info describes (its ROI, divided by its binning, else its
-    width/height; an all-zero size means "the size of the image", which the caller passes as ``width``/``height``).
-    Intrinsics (``K``, ``P``) are scaled with pixel centres aligned
-    (:func:`~espnet_ros.core.geometry.scale_pixel_coordinate`), which is how the segmenter resizes masks;
-    distortion and rectification are unchanged; binning and ROI of the result are zero.
-    """
-    out = CameraInfo()
-    out.header = header
-    out.distortion_model = info.distortion_model
-    out.d = list(info.d)
-    out.r = list(info.r)
-    k = [float(v) for v in info.k]
-    p = [float(v) for v in info.p]
-    bx = int(info.binning_x) or 1
-    by = int(info.binning_y) or 1
-    roi = info.roi
-    if roi.width > 0 and roi.height > 0:
-        x0, y0, src_w, src_h = float(roi.x_offset), float(roi.y_offset), roi.width / bx, roi.height / by
-    else:
-        x0, y0, src_w, src_h = 0.0, 0.0, float(info.width) / bx, float(info.height) / by
-    if src_w <= 0 or src_h <= 0:
-        src_w, src_h = float(width), float(height)
-    sx, sy = width / src_w, height / src_h
-
-    def fx_(f: float) -> float:
-        return f / bx * sx
-
-    def fy_(f: float) -> float:
-        return f / by * sy
-
-    def cx_(c: float) -> float:
-        return scale_pixel_coordinate((c - x0) / bx, sx)
-
-    def cy_(c: float) -> float:
-        return scale_pixel_coordinate((c - y0) / by, sy)
-
-    if any(k):
-        k[0], k[1], k[2] = fx_(k[0]), k[1] / bx * sx, cx_(k[2])
-        k[4], k[5] = fy_(k[4]), cy_(k[5])
-    if any(p):
-        p[0], p[1], p[2], p[3] = fx_(p[0]), p[1] / bx * sx, cx_(p[2]), p[3] / bx * sx
-        p[5], p[6], p[7] = fy_(p[5]), cy_(p[6]), p[7] / by * sy
-    out.k = k
-    out.p = p
-    out.width = int(width)
-    out.height = int(height)
-    return out
-
-
-def camera_info_image_size(info: CameraInfo) -> tuple[int, int] | None:
-    """The image size (width, height) a CameraInfo describes: its ROI (else width/height) over its binning.
-
-    ``None`` when the CameraInfo leaves the size unset (zero), which means "the size of the image".
-    """
-    bx, by = int(info.binning_x) or 1, int(info.binning_y) or 1
-    roi = info.roi
-    width, height = (int(roi.width), int(roi.height)) if roi.width > 0 and roi.height > 0 else (
-        int(info.width), int(info.height))
-    if width <= 0 or height <= 0:
-        return None
-    return width // bx, height // by
-
-
-@dataclass
-class _Camera:
-    """Everything the node keeps per camera (slot and info guarded by the node's lock)."""
-
-    index: int
-    name: str
-    topics: CameraTopics
-    stats: CameraStats
-    publishers: dict[str, Publisher] = field(default_factory=dict)
-    labels_publisher: Publisher | None = None
-    label_info_publisher: Publisher | None = None
-    image_subscription: Subscription | None = None
-    info_subscription: Subscription | None = None
-    loss_reported: bool = False
-    """Whether the middleware reports frames lost in transport for this camera (its message-lost event)."""
-    pending: tuple[Image | CompressedImage, float] | None = None
-    """The latest frame and its arrival (monotonic seconds, from the middleware's reception time)."""
-    skipped_late: bool = False
-    camera_info: CameraInfo | None = None
-    info_size_warned: bool = False
-    """Whether the node has warned that this camera's CameraInfo describes an image of another size."""
-    last_warning: dict[str, float] = field(default_factory=dict)
-    published_outputs: Counter[str] = field(default_factory=Counter)
-    previous: CameraSnapshot | None = None
-    ground: GroundOutputs | None = None
-    ground_counts: Counter[str] = field(default_factory=Counter)
-    model_cache: tuple[CameraInfo | None, tuple[int, int], CameraModel] | None = None
-
-
-@dataclass
-class _Frame:
-    camera: _Camera
-    msg: Image | CompressedImage
-    wanted: frozenset[str]
-    decoded: DecodedImage | None = None
-
-
-class SegmentationNode(LifecycleNode):
+class SegmentationNode(NodeOutputs):
     """ESPNet semantic segmentation of one or more cameras (see the module docstring for topics and threading).
 
     A managed (lifecycle) node, ``docs/lifecycle.md``: *configure* reads and checks the parameters, builds the
@@ -349,7 +177,7 @@ class SegmentationNode(LifecycleNode):
         """High-water mark of frames waiting in the slots (at most one per camera)."""
         self._segment_times = LatencyWindow()  # seconds per forward pass (guarded by the lock)
         self._segmenter: Segmenter | None = None
-        self._cameras: list[_Camera] = []
+        self._cameras: list[CameraState] = []
         self._diagnostics_pub: Publisher | None = None
         self._diagnostics_timer: Timer | None = None
         self._pose_injected = pose_source is not None
@@ -583,12 +411,12 @@ class SegmentationNode(LifecycleNode):
         """The one thread that builds the Segmenter and runs every forward pass."""
         return self._worker
 
-    def _setup_camera(self, index: int, topic: str) -> _Camera:
+    def _setup_camera(self, index: int, topic: str) -> CameraState:
         resolve = getattr(self, "resolve_topic_name", None)  # rclpy >= Iron applies remapping rules
         resolved = resolve(topic) if resolve is not None else expand_topic_name(
             topic, self.get_name(), self.get_namespace())
         topics = camera_topics(resolved, self._config.image_transport)
-        cam = _Camera(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
+        cam = CameraState(index=index, name=resolved, topics=topics, stats=CameraStats(topic=topics.image))
         for name in IMAGE_OUTPUTS:
             cam.publishers[name] = self.create_publisher(Image, topics.output(name), OUTPUT_QOS)
         for name in COMPRESSED_OUTPUTS:
@@ -607,7 +435,7 @@ class SegmentationNode(LifecycleNode):
             )
         return cam
 
-    def _subscribe_camera(self, cam: _Camera) -> None:
+    def _subscribe_camera(self, cam: CameraState) -> None:
         """Create the camera's image and camera_info subscriptions (activate)."""
         topics = cam.topics
         qos: QoSProfile = parse_qos(self._config.input_qos)
@@ -626,32 +454,12 @@ class SegmentationNode(LifecycleNode):
         cam.info_subscription = self.create_subscription(
             CameraInfo, topics.camera_info, partial(self._on_camera_info, cam), qos)
 
-    def _unsubscribe_camera(self, cam: _Camera) -> None:
+    def _unsubscribe_camera(self, cam: CameraState) -> None:
         """Destroy the camera's subscriptions (deactivate); no callback of theirs runs afterwards."""
         for sub in (cam.image_subscription, cam.info_subscription):
             if sub is not None:
                 self.destroy_subscription(sub)
         cam.image_subscription = cam.info_subscription = None
-
-    def _make_pose_source(self, config: NodeConfig) -> PoseSource | None:
-        """The TF pose source when ``camera_pose_source`` is tf; ``None`` for parameters (:meth:`_pose_source_for`)."""
-        if config.camera_pose_source != "tf":
-            return None
-        try:
-            return TfPoseSource.from_node(self, config.grid_frame, timeout_s=_TF_TIMEOUT_S)
-        except PoseSourceError as exc:
-            raise PoseSourceError(
-                f"parameter camera_pose_source='tf' needs tf2_ros: {exc}; or set camera_pose_source:=parameters and "
-                "camera_mount:=[x, y, z, roll, pitch, yaw]"
-            ) from None
-
-    def _pose_source_for(self, config: NodeConfig) -> PoseSource:
-        """The pose source for this batch: TF (or the injected one), else ``camera_mount`` (tunable) as it is now."""
-        if self._pose_source is not None:
-            return self._pose_source
-        if self._mount_pose is None or self._mount_pose[0] != config.camera_mount:
-            self._mount_pose = (config.camera_mount, ParameterPoseSource(config.camera_pose))
-        return self._mount_pose[1]
 
     def _make_renderer(self, config: NodeConfig) -> Renderer:
         return Renderer(
@@ -729,7 +537,7 @@ class SegmentationNode(LifecycleNode):
             self._log_bridge = None
         super().destroy_node()
 
-    def _camera(self, camera: str | int) -> _Camera:
+    def _camera(self, camera: str | int) -> CameraState:
         if isinstance(camera, int):
             return self._cameras[camera]
         for c in self._cameras:
@@ -738,7 +546,7 @@ class SegmentationNode(LifecycleNode):
         raise KeyError(f"no camera {camera!r}; cameras: {', '.join(self.camera_names)}")
 
     # ----------------------------------------------------------------------------------------------- callbacks
-    def _on_frame(self, cam: _Camera, msg: Image | CompressedImage, info: Mapping[str, Any] | None = None) -> None:
+    def _on_frame(self, cam: CameraState, msg: Image | CompressedImage, info: Mapping[str, Any] | None = None) -> None:
         now = time.monotonic()
         arrival = now
         received_ns = info.get("received_timestamp", 0) if info is not None else 0
@@ -767,7 +575,7 @@ class SegmentationNode(LifecycleNode):
             self.max_pending_frames = max(self.max_pending_frames, pending)
             self._wake.notify()
 
-    def _on_message_lost(self, cam: _Camera, event: Any) -> None:
+    def _on_message_lost(self, cam: CameraState, event: Any) -> None:
         """The middleware's message-lost event (``total_count``: frames lost in transport so far)."""
         with self._lock:
             cam.stats.lost_in_transport = max(cam.stats.lost_in_transport, int(event.total_count))
@@ -776,7 +584,7 @@ class SegmentationNode(LifecycleNode):
         if first:  # once per node: /diagnostics reports every period
             self.get_logger().warning(f"camera {cam.name}: frames are being lost in transport; {profile_hint()}")
 
-    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+    def _on_camera_info(self, cam: CameraState, msg: CameraInfo) -> None:
         with self._lock:
             cam.camera_info = msg
 
@@ -821,7 +629,7 @@ class SegmentationNode(LifecycleNode):
                     self._busy = False
                     self._wake.notify_all()  # a deactivation waits for the batch in hand
 
-    def _take_frames(self, now: float) -> list[tuple[_Camera, Image | CompressedImage]]:
+    def _take_frames(self, now: float) -> list[tuple[CameraState, Image | CompressedImage]]:
         """Empty every slot (lock held): the frames to process; late ones (see :mod:`espnet_ros.scheduling`) dropped."""
         delay = self._config.max_queue_delay
         taken = []
@@ -840,30 +648,23 @@ class SegmentationNode(LifecycleNode):
             taken.append((c, msg))
         return taken
 
-    def _warn(self, cam: _Camera, kind: str, text: str) -> None:
-        """Log a per-frame problem at most once per 5 s per camera and kind."""
-        now = time.monotonic()
-        if now - cam.last_warning.get(kind, -math.inf) >= _WARN_PERIOD_S:
-            cam.last_warning[kind] = now
-            self.get_logger().warning(f"camera {cam.name}: {text}")
-
-    def _wanted(self, cam: _Camera) -> frozenset[str]:
+    def _wanted(self, cam: CameraState) -> frozenset[str]:
         """Outputs of ``cam`` that have subscribers (one whose count cannot be read is tried, so its error counts)."""
         wanted = set()
         for name, pub in cam.publishers.items():
             try:
                 if pub.get_subscription_count() > 0:
                     wanted.add(name)
-            except _PUBLISH_ERRORS:
+            except PUBLISH_ERRORS:
                 wanted.add(name)
         return frozenset(wanted)
 
-    def _process(self, taken: Sequence[tuple[_Camera, Image | CompressedImage]]) -> None:
+    def _process(self, taken: Sequence[tuple[CameraState, Image | CompressedImage]]) -> None:
         """Decode, segment and publish one batch; a frame's failure costs only that frame (counted on its camera)."""
         config = self._config
         if (config.overlay_alpha, config.drivable_ids) != (self._renderer.alpha, self._renderer.drivable_ids):
             self._renderer = self._make_renderer(config)
-        frames: list[_Frame] = []
+        frames: list[Frame] = []
         for cam, msg in taken:
             try:
                 frame = self._prepare(cam, msg, config)
@@ -884,7 +685,7 @@ class SegmentationNode(LifecycleNode):
             except Exception as exc:
                 self._internal_error([frame.camera], exc)
 
-    def _prepare(self, cam: _Camera, msg: Image | CompressedImage, config: NodeConfig) -> _Frame | None:
+    def _prepare(self, cam: CameraState, msg: Image | CompressedImage, config: NodeConfig) -> Frame | None:
         """Check the frame's age, decode it and check it again (decoding can be slow); ``None``: not to segment."""
         wanted = self._wanted(cam)
         if not wanted:
@@ -905,9 +706,9 @@ class SegmentationNode(LifecycleNode):
         if self._drop_if_stale(cam, msg, config, " (it aged while it was decoded)"):
             return None
         self._check_camera_info_size(cam, decoded.image.shape[1], decoded.image.shape[0])
-        return _Frame(cam, msg, wanted, decoded)
+        return Frame(cam, msg, wanted, decoded)
 
-    def _check_camera_info_size(self, cam: _Camera, width: int, height: int) -> None:
+    def _check_camera_info_size(self, cam: CameraState, width: int, height: int) -> None:
         """Warn once per camera when its CameraInfo describes an image of another size (it is scaled to fit)."""
         with self._lock:
             info = cam.camera_info
@@ -924,9 +725,9 @@ class SegmentationNode(LifecycleNode):
             "Publish the CameraInfo of the published image (image_proc resize/crop do). Warned once per camera."
         )
 
-    def _drop_if_stale(self, cam: _Camera, msg: Image | CompressedImage, config: NodeConfig, why: str = "") -> bool:
+    def _drop_if_stale(self, cam: CameraState, msg: Image | CompressedImage, config: NodeConfig, why: str = "") -> bool:
         """Count and report a frame whose stamp is more than ``max_frame_age`` away from now, either way."""
-        problem = stamp_age_problem(_age_s(self.get_clock().now().nanoseconds, msg.header), config.max_frame_age)
+        problem = stamp_age_problem(stamp_age_s(self.get_clock().now().nanoseconds, msg.header), config.max_frame_age)
         if problem is None:
             return False
         with self._lock:
@@ -934,7 +735,7 @@ class SegmentationNode(LifecycleNode):
         self._warn(cam, "stale", problem + why)
         return True
 
-    def _segment(self, frames: list[_Frame]) -> list[tuple[_Frame, SegmentationResult | None]]:
+    def _segment(self, frames: list[Frame]) -> list[tuple[Frame, SegmentationResult | None]]:
         """Segment ``frames`` in one forward pass; if that fails, each alone, so a failure costs only its frame."""
         try:
             return list(zip(frames, self._segment_batch(frames), strict=True))
@@ -942,7 +743,7 @@ class SegmentationNode(LifecycleNode):
             if len(frames) == 1:
                 self._internal_error([frames[0].camera], exc)
                 return [(frames[0], None)]
-        out: list[tuple[_Frame, SegmentationResult | None]] = []
+        out: list[tuple[Frame, SegmentationResult | None]] = []
         for frame in frames:
             try:
                 out.append((frame, self._segment_batch([frame])[0]))
@@ -951,7 +752,7 @@ class SegmentationNode(LifecycleNode):
                 out.append((frame, None))
         return out
 
-    def _segment_batch(self, frames: list[_Frame]) -> list[SegmentationResult]:
+    def _segment_batch(self, frames: list[Frame]) -> list[SegmentationResult]:
         started = time.perf_counter()
         results = self.segmenter.segment_batch(
             [f.decoded.image for f in frames if f.decoded is not None],
@@ -962,178 +763,14 @@ class SegmentationNode(LifecycleNode):
             self._segment_times.add(time.perf_counter() - started)
         return results
 
-    def _internal_error(self, cameras: Sequence[_Camera], exc: BaseException) -> None:
+    def _internal_error(self, cameras: Sequence[CameraState], exc: BaseException) -> None:
         """Count an unexpected exception (a bug) on ``cameras`` and log it with its traceback (throttled)."""
         text = f"internal error while processing frames: {exc!r}"
         with self._lock:
             for c in cameras:
                 c.stats.internal_errors += 1
                 c.stats.last_problem = text
-        self.get_logger().error(f"{text}\n{traceback.format_exc()}", throttle_duration_sec=_WARN_PERIOD_S)
-
-    def _frame_bgr(self, decoded: DecodedImage, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        """The frame in BGR at ``size`` (width, height) for the overlays."""
-        img = decoded.image
-        if decoded.color_order == "rgb":
-            img = np.asarray(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), np.uint8)
-        if (img.shape[1], img.shape[0]) != size:
-            img = np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), np.uint8)
-        return img
-
-    def _publish_frame(self, frame: _Frame, result: SegmentationResult) -> None:
-        cam, header, wanted = frame.camera, frame.msg.header, frame.wanted
-        ids = result.class_ids
-        published = 0
-        if _rendered(wanted, "class_mask"):
-            published += self._publish_image(cam, "class_mask", ids, "mono8", header, wanted)
-        if "confidence" in wanted and result.confidence is not None:
-            published += self._publish(cam, "confidence", cam.publishers["confidence"],
-                                       encode_image(result.confidence, "mono8", header))
-        if _rendered(wanted, "color_mask"):
-            published += self._publish_image(cam, "color_mask", colorize(ids, self._palette_rgb), "rgb8", header,
-                                             wanted)
-        drivable = None
-        if "drivable_mask" in wanted or _rendered(wanted, "drivable_overlay"):
-            drivable = self._renderer.drivable_mask(ids)
-        if "drivable_mask" in wanted and drivable is not None:
-            published += self._publish(cam, "drivable_mask", cam.publishers["drivable_mask"],
-                                       encode_image(drivable, "mono8", header))
-        if (_rendered(wanted, "overlay") or _rendered(wanted, "drivable_overlay")) and frame.decoded is not None:
-            bgr = self._frame_bgr(frame.decoded, result.output_size)
-            if _rendered(wanted, "overlay"):
-                published += self._publish_image(cam, "overlay", self._renderer.class_overlay(bgr, ids), "bgr8",
-                                                 header, wanted)
-            if _rendered(wanted, "drivable_overlay") and drivable is not None:
-                img = self._renderer.drivable_overlay(bgr, mask=drivable)
-                published += self._publish_image(cam, "drivable_overlay", img, "bgr8", header, wanted)
-        if "camera_info" in wanted:
-            with self._lock:
-                info = cam.camera_info
-            if info is not None:
-                w, h = result.output_size
-                published += self._publish(cam, "camera_info", cam.publishers["camera_info"],
-                                           scale_camera_info(info, w, h, header))
-        if "drivable_grid" in wanted or "obstacle_points" in wanted:
-            published += self._publish_ground(frame, result)
-        latency = _age_s(self.get_clock().now().nanoseconds, header)
-        with self._lock:
-            if published:
-                cam.stats.published += 1
-                cam.stats.output_rate.add(time.monotonic())
-                cam.stats.latency.add(latency)
-
-    def _publish_image(self, cam: _Camera, name: str, image: npt.NDArray[np.uint8], encoding: str, header: Header,
-                       wanted: frozenset[str]) -> int:
-        """Publish one rendered image raw on ``name`` and/or compressed on ``name/compressed``, as subscribed.
-
-        The compressed form is PNG or JPEG (``jpeg_quality``) as :data:`COMPRESSED_OUTPUTS` says, in BGR channel order
-        (image_transport's compressed plugin does the same with rgb8 images). Returns the messages published.
-        """
-        published = 0
-        if name in wanted:
-            published += self._publish(cam, name, cam.publishers[name], encode_image(image, encoding, header))
-        compressed = f"{name}/compressed"
-        if compressed in wanted:
-            pixels = np.asarray(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), np.uint8) if encoding == "rgb8" else image
-            msg = encode_compressed(pixels, COMPRESSED_OUTPUTS[name], header, quality=self._jpeg_quality)
-            published += self._publish(cam, compressed, cam.publishers[compressed], msg)
-        return published
-
-    # ----------------------------------------------------------------------------------------------- ground outputs
-    def _camera_model(self, cam: _Camera, config: NodeConfig, image_size: tuple[int, int]) -> CameraModel:
-        """The camera model of the input image: ``camera_intrinsics`` if set, else the latest CameraInfo (cached)."""
-        with self._lock:
-            info = None if config.camera_intrinsics else cam.camera_info
-            cached = cam.model_cache
-        if cached is not None and cached[0] is info and cached[1] == image_size:
-            return cached[2]
-        if config.camera_intrinsics:
-            fx, fy, cx, cy = config.camera_intrinsics
-            model = CameraModel.pinhole(image_size[0], image_size[1], fx, fy, cx, cy)
-        elif info is None:
-            raise _NoCameraModelError(
-                f"no drivable_grid/obstacle_points: no CameraInfo received on {cam.topics.camera_info} and the "
-                "camera_intrinsics parameter is empty; publish the camera's CameraInfo there (or remap it), or set "
-                "camera_intrinsics:=[fx, fy, cx, cy]"
-            )
-        else:
-            model = camera_model_from_camera_info(info, image_size)
-        with self._lock:
-            cam.model_cache = (info, image_size, model)
-        return model
-
-    def _skip_ground(self, cam: _Camera, kind: str, text: str) -> None:
-        with self._lock:
-            cam.ground_counts[kind] += 1
-            cam.stats.last_problem = text
-        self._warn(cam, kind, text)
-
-    def _publish_ground(self, frame: _Frame, result: SegmentationResult) -> int:
-        """Publish the wanted ground outputs of one frame; a missing camera model or pose skips them (counted)."""
-        cam, header, config = frame.camera, frame.msg.header, self._config
-        if cam.ground is None or frame.decoded is None:
-            return 0
-        want_grid, want_points = "drivable_grid" in frame.wanted, "obstacle_points" in frame.wanted
-        image = frame.decoded.image
-        try:
-            model = self._camera_model(cam, config, (image.shape[1], image.shape[0]))
-            pose = self._pose_source_for(config).pose(header.frame_id, header.stamp)
-            builds = cam.ground.cache.misses
-            grid_msg, cloud_msg = cam.ground.process(header, result.class_ids, self._renderer.mask_lut, model, pose,
-                                                     want_grid=want_grid, want_points=want_points,
-                                                     unknown_lut=self._ground_unknown_lut)
-        except _NoCameraModelError as exc:
-            self._skip_ground(cam, "no_camera_model", str(exc))
-            return 0
-        except PoseUnavailableError as exc:
-            self._skip_ground(cam, "no_pose", f"no drivable_grid/obstacle_points for this frame: {exc}")
-            return 0
-        except (PoseSourceError, GeometryError) as exc:
-            self._skip_ground(cam, "ground_error", f"no drivable_grid/obstacle_points: {exc}")
-            return 0
-        if cam.ground.cache.misses > builds:
-            self._mapping_built(cam, model, pose, result.output_size)
-        published = 0
-        if grid_msg is not None:
-            published += self._publish(cam, "drivable_grid", cam.publishers["drivable_grid"], grid_msg)
-        if cloud_msg is not None:
-            published += self._publish(cam, "obstacle_points", cam.publishers["obstacle_points"], cloud_msg)
-        return published
-
-    def _mapping_built(self, cam: _Camera, model: CameraModel, pose: CameraPose, mask_size: tuple[int, int]) -> None:
-        """Log a (re)built ground mapping: once at info, rebuilds throttled, and say why frequent rebuilds hurt."""
-        assert cam.ground is not None
-        seconds = cam.ground.projector(model, pose, mask_size).build_seconds  # a cache hit now
-        with self._lock:
-            cam.ground_counts["mappings_built"] += 1
-            builds = cam.ground_counts["mappings_built"]
-        text = (f"camera {cam.name}: built the ground mapping for {mask_size[0]}x{mask_size[1]} masks in "
-                f"{seconds:.2f} s (once per camera model, pose, grid and mask size; later frames reuse it)")
-        if builds == 1:
-            self.get_logger().info(text)
-        elif builds > 5 and self._pose_source is not None:
-            self._warn(cam, "ground_rebuild", (
-                f"the ground mapping was rebuilt {builds} times ({seconds:.2f} s each): the pose of the image's "
-                f"frame in grid_frame {self._config.grid_frame!r} keeps changing; use a grid_frame rigidly attached "
-                "to the camera (e.g. base_footprint, not odom)"))
-        else:
-            self.get_logger().info(text, throttle_duration_sec=_WARN_PERIOD_S)
-
-    def _publish(self, cam: _Camera, name: str, publisher: Publisher, msg: Any) -> int:
-        """Publish ``msg``; a failure is counted and reported (throttled), never raised. Returns 1 on success."""
-        try:
-            publisher.publish(msg)
-            with self._lock:
-                cam.published_outputs[name] += 1
-        except _PUBLISH_ERRORS as exc:
-            if not self.context.ok():  # shutting down (Ctrl-C): not a publishing problem
-                return 0
-            with self._lock:
-                cam.stats.publish_errors += 1
-                cam.stats.last_problem = f"publishing {name} failed: {exc}"
-            self._warn(cam, "publish", f"publishing {name} failed: {exc}")
-            return 0
-        return 1
+        self.get_logger().error(f"{text}\n{traceback.format_exc()}", throttle_duration_sec=WARN_PERIOD_S)
 
     # ----------------------------------------------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -1187,8 +824,8 @@ class SegmentationNode(LifecycleNode):
         msg = build_diagnostic_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name(), rows, summary)
         try:
             publisher.publish(msg)
-        except _PUBLISH_ERRORS as exc:
-            self.get_logger().warning(f"publishing /diagnostics failed: {exc}", throttle_duration_sec=_WARN_PERIOD_S)
+        except PUBLISH_ERRORS as exc:
+            self.get_logger().warning(f"publishing /diagnostics failed: {exc}", throttle_duration_sec=WARN_PERIOD_S)
 
 
 def main(args: Sequence[str] | None = None) -> int:

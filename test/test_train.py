@@ -181,6 +181,35 @@ def test_fine_tuning_keeps_the_encoder_and_maps_class_rows(weights_dir: Path) ->
         torch.testing.assert_close(permuted.eval()(x), source(x)[:, perm], atol=1e-4, rtol=1e-4)
 
 
+def test_fine_tuning_keeps_the_initial_decoder_width(weights_dir: Path, tmp_path: Path) -> None:
+    """A 12-class model with the Cityscapes decoder's width: every tensor copied but the last layer's class rows,
+    so its logits are the means of its source classes' Cityscapes logits; it saves, loads and runs on every path."""
+    classes = load_class_file(CAMVID_CLASSES)
+    source = build_model("cityscapes", weights_dir)
+    mapping = class_mapping(classes, get_preset("cityscapes").label_set)
+    model = ESPNet(12, 2, 8, "cityscapes", decoder_width=20)
+    state, counts = adapt_state(source.state_dict(), model, mapping, 20)
+    assert counts == {"copied": len(state) - 1, "mapped": 1, "fresh": 0}
+    model.load_state_dict(state)
+    x = torch.randn(1, 3, 64, 96) * 0.01
+    with torch.no_grad():
+        old, new = source(x), model.eval()(x)
+    expected = torch.stack([old[:, m].mean(1) for m in mapping], 1)
+    torch.testing.assert_close(new, expected, atol=1e-4, rtol=1e-4)
+    manifest = ModelManifest(
+        name="wide", architecture="espnet", p=2, q=8, decoder_variant="cityscapes", classes=classes,
+        preprocessing=get_preset("cityscapes").preprocessing, input_size=(96, 72), weights_sha256="", weights_size=0,
+        num_params=0, decoder_width=20,
+    )
+    save_model(tmp_path / "wide", model, manifest)
+    preset = load_model(tmp_path / "wide")
+    assert preset.decoder_width == 20 and preset.label_set.num_classes == 12
+    frame = (np.random.default_rng(0).random((72, 96, 3)) * 255).astype(np.uint8)
+    ids = {b: Segmenter(preset, backend=b).segment(frame).class_ids for b in ("eager", "fused")}
+    np.testing.assert_array_equal(ids["fused"], ids["eager"])
+    assert int(ids["eager"].max()) < 12
+
+
 # ------------------------------------------------------------------------------------------------ class files
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text)

@@ -6,7 +6,15 @@ handle everything that bad input or a bad installation can cause, without swallo
 
 from __future__ import annotations
 
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "BackendError", "EspnetRosError", "ImageError", "WeightsError"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "BackendError",
+    "EspnetRosError",
+    "ImageError",
+    "TrainError",
+    "WeightsError",
+]
 
 MAX_IMAGE_SIDE = 16384
 """Largest accepted image width or height, in pixels."""
@@ -29,3 +37,7 @@ class ImageError(EspnetRosError, ValueError):
 
 class BackendError(EspnetRosError):
     """An inference backend is unknown, unavailable here, or its compiled artifact cannot be built or loaded."""
+
+
+class TrainError(EspnetRosError):
+    """Training inputs or options that cannot work; the message names the file or option and the fix."""

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from espnet_ros.core.segmenter import Segmenter
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "PROTOCOLS",
     "ConfusionMatrix",
     "EvalError",
@@ -48,7 +49,8 @@ _log = logging.getLogger(__name__)
 Protocol = Literal["upstream", "standard"]
 PROTOCOLS: tuple[Protocol, ...] = ("upstream", "standard")
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+"""Suffixes of the image files that :func:`find_pairs` takes (case-insensitive)."""
 
 
 class EvalError(EspnetRosError):
@@ -205,35 +207,46 @@ def read_label_map(path: Path) -> npt.NDArray[np.uint8]:
     return np.asarray(labels, np.uint8)
 
 
-def _list_images(folder: Path, what: str) -> dict[str, Path]:
+def _files_by_stem(folder: Path, suffixes: Sequence[str], what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise EvalError(f"{what} folder {folder} does not exist or is not a folder")
-    files = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES}
-    if not files:
-        raise EvalError(f"{what} folder {folder} holds no images (expected {', '.join(_IMAGE_SUFFIXES)})")
-    return files
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in suffixes:
+            if p.stem in found:
+                raise EvalError(f"{what} folder {folder} has two files for {p.stem!r} ({found[p.stem].name}, "
+                                f"{p.name}); keep one")
+            found[p.stem] = p
+    if not found:
+        raise EvalError(f"{what} folder {folder} holds no {what} (expected {', '.join(suffixes)} files); an empty "
+                        "split cannot be used")
+    return found
 
 
 def find_pairs(
-    images_dir: str | os.PathLike[str], labels_dir: str | os.PathLike[str]
+    images_dir: str | os.PathLike[str],
+    labels_dir: str | os.PathLike[str],
+    label_suffixes: Sequence[str] = IMAGE_SUFFIXES,
 ) -> list[tuple[Path, Path]]:
-    """Match images to label maps by file name (stem), sorted by name.
+    """Match images to label maps by file name (stem), sorted by name: the one pairing of eval, bench and train.
 
-    Raises :class:`EvalError` if a folder is missing or empty, or if any image has no label map (or vice versa).
+    Images are files with an :data:`IMAGE_SUFFIXES` suffix; label maps have one of ``label_suffixes`` (training
+    also takes labelme ``.json``). Raises :class:`EvalError` if a folder is missing or empty, holds two files of
+    one stem, or if any image has no label map (or vice versa).
     """
-    images = _list_images(Path(images_dir), "images")
-    labels = _list_images(Path(labels_dir), "labels")
+    images = _files_by_stem(Path(images_dir), IMAGE_SUFFIXES, "images")
+    labels = _files_by_stem(Path(labels_dir), label_suffixes, "labels")
     missing = sorted(set(images) - set(labels))
     extra = sorted(set(labels) - set(images))
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} image(s) without a label map (e.g. {missing[0]})")
+            parts.append(f"{len(missing)} image(s) without a label map (e.g. {missing[0]}: {images[missing[0]]})")
         if extra:
-            parts.append(f"{len(extra)} label map(s) without an image (e.g. {extra[0]})")
+            parts.append(f"{len(extra)} label map(s) without an image (e.g. {extra[0]}: {labels[extra[0]]})")
         raise EvalError(
-            f"images in {images_dir} and labels in {labels_dir} do not match by file name: {'; '.join(parts)}; "
-            "give folders whose files pair up one to one"
+            f"images in {images_dir} and labels in {labels_dir} do not pair up by file name: {'; '.join(parts)}; "
+            "name each label map like its image (frame_001.png <-> frame_001.png)"
         )
     return [(images[s], labels[s]) for s in sorted(images)]
 

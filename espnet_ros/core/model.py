@@ -184,26 +184,34 @@ class ESPNet(nn.Module):
     Mehta et al., "ESPNet: Efficient Spatial Pyramid of Dilated Convolutions for Semantic Segmentation",
     ECCV 2018. ``decoder_variant`` selects which level-1 features the last 3x3 convolution sees: ``cityscapes``
     (16 channels, before the first concat) or ``camvid`` (19 channels, after it), as in the official files.
+    ``decoder_width`` is the channel count of the decoder's layers (and of the encoder's classifier that feeds it);
+    upstream it equals ``classes`` (the default). A fine-tuned model keeps its initial model's width, so that the
+    whole decoder carries over and only the last layer maps onto the new classes.
 
     ``forward`` returns logits of shape ``(N, classes, H, W)`` for inputs whose sides are multiples of 8.
     """
 
     def __init__(
-        self, classes: int = 20, p: int = 2, q: int = 8, decoder_variant: DecoderVariant = "cityscapes"
+        self, classes: int = 20, p: int = 2, q: int = 8, decoder_variant: DecoderVariant = "cityscapes",
+        decoder_width: int | None = None,
     ) -> None:
         super().__init__()
         if decoder_variant not in ("cityscapes", "camvid"):
             raise ValueError(f"decoder_variant must be 'cityscapes' or 'camvid', got {decoder_variant!r}")
+        w = classes if decoder_width is None else decoder_width
+        if w < 5:
+            raise ValueError(f"decoder_width must be at least 5 (the decoder's ESP module has five branches), got {w}")
         self.decoder_variant = decoder_variant
-        self.encoder = ESPNetC(classes, p, q)
-        self.level3_C = _C(128 + 3, classes, 1, 1)
-        self.br = nn.BatchNorm2d(classes, eps=_BN_EPS)
+        self.decoder_width = w
+        self.encoder = ESPNetC(w, p, q)
+        self.level3_C = _C(128 + 3, w, 1, 1)
+        self.br = nn.BatchNorm2d(w, eps=_BN_EPS)
         skip = _LEVEL1_CHANNELS if decoder_variant == "cityscapes" else _LEVEL1_CHANNELS + 3
-        self.conv = _CBR(skip + classes, classes, 3, 1)
-        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(classes, classes, 2, stride=2, bias=False))
-        self.combine_l2_l3 = nn.Sequential(_BR(2 * classes), _ESP(2 * classes, classes, add=False))
-        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(classes, classes, 2, stride=2, bias=False), _BR(classes))
-        self.classifier = nn.ConvTranspose2d(classes, classes, 2, stride=2, bias=False)
+        self.conv = _CBR(skip + w, w, 3, 1)
+        self.up_l3 = nn.Sequential(nn.ConvTranspose2d(w, w, 2, stride=2, bias=False))
+        self.combine_l2_l3 = nn.Sequential(_BR(2 * w), _ESP(2 * w, w, add=False))
+        self.up_l2 = nn.Sequential(nn.ConvTranspose2d(w, w, 2, stride=2, bias=False), _BR(w))
+        self.classifier = nn.ConvTranspose2d(w, classes, 2, stride=2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         out0, out0_cat, out1_cat, out2_cat = self.encoder.features(x)
@@ -216,17 +224,20 @@ class ESPNet(nn.Module):
 def decoder_variant_of(state_dict: Mapping[str, Tensor]) -> DecoderVariant:
     """Tell the decoder variant of an ESPNet state dict from the shape of ``conv.conv.weight``."""
     w = state_dict["conv.conv.weight"]
-    classes, fan_in = int(w.shape[0]), int(w.shape[1])
-    if fan_in == classes + _LEVEL1_CHANNELS:
+    width, fan_in = int(w.shape[0]), int(w.shape[1])
+    if fan_in == width + _LEVEL1_CHANNELS:
         return "cityscapes"
-    if fan_in == classes + _LEVEL1_CHANNELS + 3:
+    if fan_in == width + _LEVEL1_CHANNELS + 3:
         return "camvid"
     raise ValueError(f"conv.conv.weight has shape {tuple(w.shape)}: not an ESPNet decoder of either variant")
 
 
-def espnet(*, classes: int = 20, p: int = 2, q: int = 8, decoder_variant: DecoderVariant = "cityscapes") -> ESPNet:
+def espnet(
+    *, classes: int = 20, p: int = 2, q: int = 8, decoder_variant: DecoderVariant = "cityscapes",
+    decoder_width: int | None = None,
+) -> ESPNet:
     """Build an untrained ESPNet."""
-    return ESPNet(classes, p, q, decoder_variant)
+    return ESPNet(classes, p, q, decoder_variant, decoder_width)
 
 
 def espnet_c(*, classes: int = 20, p: int = 2, q: int = 8) -> ESPNetC:

@@ -73,6 +73,8 @@ class ModelManifest:
         weights_file, weights_sha256, weights_size: the weights file in the folder and its full sha256 and size.
         num_params: parameter count.
         provenance: dataset fingerprints, recipe, epochs, validation mIoU, date, initial model (free-form JSON).
+        decoder_width: channels of the ESPNet decoder's layers; ``None`` (JSON null) is the class count, as
+            upstream; a fine-tuned model keeps its initial model's (:mod:`espnet_ros.core.transfer`).
     """
 
     name: str
@@ -88,6 +90,7 @@ class ModelManifest:
     num_params: int
     weights_file: str = WEIGHTS_FILE
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    decoder_width: int | None = None
 
     def body(self) -> dict[str, Any]:
         """The manifest as JSON-ready data, without the seal."""
@@ -95,7 +98,7 @@ class ModelManifest:
             "format": MODEL_FORMAT,
             "name": self.name,
             "architecture": {"type": self.architecture, "p": self.p, "q": self.q,
-                             "decoder_variant": self.decoder_variant},
+                             "decoder_variant": self.decoder_variant, "decoder_width": self.decoder_width},
             "classes": self.classes.to_dict(),
             "preprocessing": {"channel_order": "bgr", "mean": list(self.preprocessing.mean_bgr),
                               "std": list(self.preprocessing.std_bgr), "scale": self.preprocessing.scale},
@@ -227,6 +230,7 @@ def load_manifest(path: str | os.PathLike[str]) -> tuple[ModelManifest, Path]:
             weights_size=int(weights["size"]),
             num_params=int(weights["num_params"]),
             provenance=MappingProxyType(dict(doc.get("provenance") or {})),
+            decoder_width=None if arch.get("decoder_width") is None else int(arch["decoder_width"]),
         )
     except (KeyError, TypeError, ValueError, IndexError, LabelFileError) as exc:
         raise WeightsError(f"model manifest {mpath} is incomplete or malformed ({exc}); {_restore_fix(folder)}"
@@ -238,6 +242,8 @@ def load_manifest(path: str | os.PathLike[str]) -> tuple[ModelManifest, Path]:
         problems.append(f"architecture {manifest.architecture!r}")
     if manifest.architecture == "espnet" and manifest.decoder_variant not in ("cityscapes", "camvid"):
         problems.append(f"decoder_variant {manifest.decoder_variant!r}")
+    if manifest.decoder_width is not None and (manifest.architecture != "espnet" or manifest.decoder_width < 5):
+        problems.append(f"decoder_width {manifest.decoder_width!r} (an ESPNet's, at least 5)")
     if len(manifest.preprocessing.mean_bgr) != 3 or len(manifest.preprocessing.std_bgr) != 3:
         problems.append("preprocessing mean / std (3 values each)")
     if any(s <= 0 or s % 8 for s in manifest.input_size):
@@ -279,6 +285,7 @@ def load_model(path: str | os.PathLike[str]) -> WeightsPreset:
                                   if k == "val_miou" and isinstance(v, int | float)}),
         license="trained with espnet-ros train (see the manifest's provenance)",
         fix=_restore_fix(folder),
+        decoder_width=manifest.decoder_width,
     )
     check_file(preset, weights)
     return preset

@@ -17,7 +17,7 @@ Upstream's flip is ``cv2.flip(image, 0)``, upside down; street scenes are never 
 default here is the horizontal flip and ``vertical`` reproduces upstream. :data:`RECIPES` holds ``upstream`` and the
 short ``quick`` fine-tuning recipe. Fine-tuning (``init``) starts from a preset or model file and keeps every tensor
 that fits: the encoder as is, and the class-dependent rows of the decoder and classifiers taken from the classes
-named by the class file's ``init_from`` (:func:`adapt_state`). Validation reuses
+named by the class file's ``init_from`` (:mod:`espnet_ros.core.transfer`). Validation reuses
 :func:`~espnet_ros.core.evaluate.evaluate_split` on the model file written for the epoch (standard protocol).
 Every epoch writes ``checkpoint.pt`` (resumable), ``last/`` and, when the validation mIoU improves, ``best/``.
 On CUDA the forward and backward passes run in mixed precision. No ROS.
@@ -45,12 +45,12 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from espnet_ros.core.classes import LABEL_SUFFIXES, ClassFile, read_label_map
-from espnet_ros.core.errors import EspnetRosError
-from espnet_ros.core.evaluate import ConfusionMatrix
+from espnet_ros.core.errors import TrainError
+from espnet_ros.core.evaluate import ConfusionMatrix, EvalError, find_pairs
 from espnet_ros.core.fpmode import denormals_flushed
-from espnet_ros.core.labels import LabelSet
 from espnet_ros.core.model import ESPNet, ESPNetC, decoder_variant_of
 from espnet_ros.core.modelfile import ModelManifest, load_model, resolve_preset, save_model
+from espnet_ros.core.transfer import adapt_state, class_mapping
 from espnet_ros.core.weights import Preprocessing, WeightsPreset, build_model
 
 __all__ = [
@@ -74,14 +74,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 CHECKPOINT_FORMAT = "espnet_ros/checkpoint/v1"
 Stage = Literal["encoder", "decoder"]
 Flip = Literal["horizontal", "vertical", "none"]
-
-
-class TrainError(EspnetRosError):
-    """Training inputs or options that cannot work; the message names the file or option and the fix."""
 
 
 @dataclass(frozen=True)
@@ -230,37 +225,12 @@ class _Quiet:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-def _files(folder: Path, suffixes: Sequence[str], what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise TrainError(f"{what} folder {folder} does not exist or is not a folder")
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in suffixes:
-            if p.stem in found:
-                raise TrainError(f"{what} folder {folder} has two files for {p.stem!r} ({found[p.stem].name}, "
-                                 f"{p.name}); keep one")
-            found[p.stem] = p
-    if not found:
-        raise TrainError(f"{what} folder {folder} is empty (expected {', '.join(suffixes)} files); an empty split "
-                         "cannot be trained or validated on")
-    return found
-
-
 def find_training_pairs(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     """Match images to label maps (``.png`` or labelme ``.json``) by file stem; every file must have a partner."""
-    imgs = _files(images, _IMAGE_SUFFIXES, "images")
-    labs = _files(labels, LABEL_SUFFIXES, "labels")
-    missing, extra = sorted(set(imgs) - set(labs)), sorted(set(labs) - set(imgs))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} image(s) without a label map (e.g. {imgs[missing[0]]})")
-        if extra:
-            parts.append(f"{len(extra)} label map(s) without an image (e.g. {labs[extra[0]]})")
-        raise TrainError(f"images in {images} and labels in {labels} do not pair up by file name: "
-                         f"{'; '.join(parts)}; name each label map like its image (frame_001.png ↔ frame_001.png "
-                         "or frame_001.json)")
-    return [(imgs[s], labs[s]) for s in sorted(imgs)]
+    try:
+        return find_pairs(images, labels, LABEL_SUFFIXES)
+    except EvalError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def _read_image(path: Path) -> npt.NDArray[np.uint8]:
@@ -360,150 +330,11 @@ def augment(
     return np.ascontiguousarray(x.transpose(2, 0, 1), np.float32), np.ascontiguousarray(lab)
 
 
-# ------------------------------------------------------------------------------------------------------- init
-def class_mapping(classes: ClassFile, source: LabelSet) -> list[list[int]]:
-    """For each class of ``classes``, the ids of ``source`` whose rows initialise it (empty: random).
-
-    A class takes the source classes named by its ``init_from`` when ``source`` has them all, else the source class
-    of its own name (case-insensitive), else nothing (random rows). ``init_from`` names of which neither exists in
-    ``source`` raise :class:`TrainError` (a typo, or the class file was written for another initial model).
-    """
-    mapping: list[list[int]] = []
-    for c in classes.classes:
-        try:
-            mapping.append([source.class_id(k) for k in c.init_from] if c.init_from else [source.class_id(c.name)])
-            continue
-        except ValueError as exc:
-            problem = str(exc)
-        try:
-            mapping.append([source.class_id(c.name)])
-        except ValueError:
-            if c.init_from:
-                raise TrainError(f"class file {classes.source}, class {c.id} ({c.name}): init_from: {problem}; fix "
-                                 "the name, or drop init_from to start this class from random rows") from None
-            mapping.append([])
-    return mapping
-
-
-def _esp_layout(channels: int) -> list[tuple[int, int]]:
-    """(offset, size) of the five branches of an ESP module's output with ``channels`` channels."""
-    n = channels // 5
-    n1 = channels - 4 * n
-    return [(0, n1)] + [(n1 + i * n, n) for i in range(4)]
-
-
-def _dim_map(kind: str, new: int, old: int, mapping: list[list[int]], c_new: int, c_old: int) -> list[list[int]]:
-    """Source indices for every index of one tensor dimension (empty: keep the fresh value)."""
-    if kind == "class":
-        return [list(m) for m in mapping]
-    if kind == "2class":
-        return [list(m) for m in mapping] + [[i + c_old for i in m] for m in mapping]
-    if kind == "class+rest":
-        rest = new - c_new
-        return [list(m) for m in mapping] + [[c_old + j] if j < old - c_old else [] for j in range(rest)]
-    if kind == "esp":
-        out: list[list[int]] = []
-        for (_, size_new), (off_old, size_old) in zip(_esp_layout(new), _esp_layout(old), strict=True):
-            out += [[off_old + k] if k < size_old else [] for k in range(size_new)]
-        return out
-    return [[j] if j < old else [] for j in range(new)]  # 'slice': keep what overlaps
-
-
-def _class_dims(key: str) -> tuple[str, ...] | None:
-    """How each dimension of a class-dependent tensor is indexed (``None``: not class-dependent)."""
-    k = key[len("encoder."):] if key.startswith("encoder.") else key
-    if k == "classifier.conv.weight":  # ESPNet-C's classifier
-        return ("class", "x", "x", "x")
-    table: dict[str, tuple[str, ...]] = {
-        "level3_C.conv.weight": ("class", "x", "x", "x"),
-        "up_l3.0.weight": ("class", "class", "x", "x"),
-        "combine_l2_l3.1.c1.conv.weight": ("slice", "2class", "x", "x"),
-        "up_l2.0.weight": ("esp", "class", "x", "x"),
-        "conv.conv.weight": ("class", "class+rest", "x", "x"),
-        "classifier.weight": ("class", "class", "x", "x"),
-    }
-    if key in table:
-        return table[key]
-    for prefix, kind in (("br.", "class"), ("combine_l2_l3.0.", "2class"), ("combine_l2_l3.1.bn.", "esp"),
-                         ("up_l2.1.", "class"), ("conv.bn.", "class"), ("conv.act.", "class")):
-        if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
-            return (kind,)
-    if key.startswith("combine_l2_l3.1.d"):
-        return ("slice", "slice", "x", "x")
-    return None
-
-
-def _gather(old: Tensor, fresh: Tensor, maps: Sequence[list[list[int]] | None]) -> Tensor:
-    """``fresh`` with every position whose source indices exist in all mapped dims taken from ``old`` (averaged)."""
-    result = old.to(torch.float64)
-    valid = torch.ones(fresh.shape, dtype=torch.bool)
-    for d, m in enumerate(maps):
-        if m is None:
-            continue
-        mat = torch.zeros(len(m), result.shape[d], dtype=torch.float64)
-        ok = torch.zeros(len(m), dtype=torch.bool)
-        for j, src in enumerate(m):
-            src = [i for i in src if i < result.shape[d]]
-            if src:
-                mat[j, src] = 1.0 / len(src)
-                ok[j] = True
-        result = torch.movedim(torch.tensordot(mat, torch.movedim(result, d, 0), dims=1), 0, d)
-        shape = [1] * fresh.dim()
-        shape[d] = len(m)
-        valid = valid & ok.view(shape)
-    return torch.where(valid, result.to(fresh.dtype), fresh)
-
-
-def adapt_state(
-    init_state: dict[str, Tensor], model: nn.Module, mapping: list[list[int]], init_classes: int
-) -> tuple[dict[str, Tensor], dict[str, int]]:
-    """A state dict for ``model`` that keeps what fits of ``init_state`` (ESPNet or ESPNet-C keys, either way).
-
-    Tensors of the same shape that do not depend on the classes are copied. The class-dependent ones are built
-    class by class from ``mapping`` (:func:`class_mapping`): with the same classes in the same order that is a
-    copy; otherwise each new class takes (the mean of) its source rows and a class without sources keeps its fresh
-    initialisation; the channels inside the decoder's ESP module keep what overlaps. Returns the state and counts of
-    ``copied``, ``mapped`` and ``fresh`` tensors.
-    """
-    target = model.state_dict()
-    c_new = len(mapping)
-    identity = c_new == init_classes and all(m == [i] for i, m in enumerate(mapping))
-    out: dict[str, Tensor] = {}
-    counts = {"copied": 0, "mapped": 0, "fresh": 0}
-    for key, fresh in target.items():
-        src_key = key
-        if src_key not in init_state and key.startswith("encoder.") and key[8:] in init_state:
-            src_key = key[8:]
-        elif src_key not in init_state and f"encoder.{key}" in init_state:
-            src_key = f"encoder.{key}"
-        old = init_state.get(src_key)
-        dims = _class_dims(key)
-        if old is None or (dims is not None and old.dim() != len(dims)) or (dims is None and old.shape != fresh.shape):
-            out[key] = fresh
-            counts["fresh"] += 1
-            continue
-        if dims is None or (identity and old.shape == fresh.shape):
-            out[key] = old.to(fresh.dtype).clone()
-            counts["copied"] += 1
-            continue
-        maps: list[list[list[int]] | None] = []
-        for d, kind in enumerate(dims):
-            maps.append(None if kind == "x" else
-                        _dim_map(kind, int(fresh.shape[d]), int(old.shape[d]), mapping, c_new, init_classes))
-        if any(m is None and old.shape[d] != fresh.shape[d] for d, m in enumerate(maps)):
-            out[key] = fresh
-            counts["fresh"] += 1
-            continue
-        out[key] = _gather(old, fresh, maps)
-        counts["mapped"] += 1
-    return out, counts
-
-
 # ------------------------------------------------------------------------------------------------------- training
-def _build(stage: Stage, classes: int, p: int, q: int, variant: str) -> nn.Module:
+def _build(stage: Stage, classes: int, p: int, q: int, variant: str, width: int | None) -> nn.Module:
     if stage == "encoder":
         return ESPNetC(classes, p, q)
-    return ESPNet(classes, p, q, "cityscapes" if variant == "cityscapes" else "camvid")
+    return ESPNet(classes, p, q, "cityscapes" if variant == "cityscapes" else "camvid", width)
 
 
 def _default_size(samples: Sequence[Sample]) -> tuple[int, int]:
@@ -585,8 +416,12 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
         init_state = build_model(init, cfg.weights_dir).state_dict()
         mapping = class_mapping(classes, init.label_set)
     p, q = (init.p, init.q) if init is not None else (2, 8)
+    width: int | None = None
     if init is not None and init.architecture == "espnet" and init_state is not None:
         variant = decoder_variant_of(init_state)
+        # the decoder keeps the initial model's width: all of it carries over, only the last layer is new
+        init_width = int(init_state["classifier.weight"].shape[0])
+        width = None if init_width == k else init_width
     else:
         variant = "camvid"  # the decoder of upstream's train/Model.py
     preprocessing = (init.preprocessing if init is not None else
@@ -652,9 +487,15 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
         final = si == len(stages) - 1
         stage_out = cfg.out if final else cfg.out / stage
         torch.manual_seed(cfg.seed)
-        model = _build(stage, k, p, q, variant)
+        model = _build(stage, k, p, q, variant, width)
         if stage == "decoder" and encoder_best is not None:
-            state, counts = adapt_state(encoder_best, model, [[i] for i in range(k)], k)
+            if width is not None and init_state is not None and init is not None:
+                # the wide decoder from the initial model, the encoder (but its classifier) from the encoder stage
+                state, counts = adapt_state(init_state, model, mapping, init.label_set.num_classes)
+                trained = {f"encoder.{key}": t for key, t in encoder_best.items() if not key.startswith("classifier.")}
+                state.update({key: t.clone() for key, t in trained.items() if key in state})
+            else:
+                state, counts = adapt_state(encoder_best, model, [[i] for i in range(k)], k)
             model.load_state_dict(state)
             _log.info("stage %s initialised from the encoder stage: %s", stage, counts)
         elif init_state is not None and init is not None:
@@ -746,6 +587,7 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
                 name=name if final else f"{name}-encoder",
                 architecture="espnet_c" if stage == "encoder" else "espnet", p=p, q=q,
                 decoder_variant=None if stage == "encoder" else variant, classes=classes,
+                decoder_width=None if stage == "encoder" else width,
                 preprocessing=preprocessing, input_size=size, weights_sha256="", weights_size=0, num_params=0,
             )
             prov: dict[str, Any] = {**provenance_base, "stage": stage, "epochs": epoch + 1,

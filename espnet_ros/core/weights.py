@@ -144,6 +144,7 @@ class WeightsPreset:
         license: licence of the weights.
         fix: what to tell the user when the file is missing or damaged (empty: ``download-weights``; model files
             of :mod:`espnet_ros.core.modelfile` say how to restore them).
+        decoder_width: channels of the ESPNet decoder's layers (``None``: the class count, as upstream).
     """
 
     name: str
@@ -160,6 +161,7 @@ class WeightsPreset:
     metrics: Mapping[str, float] = field(default_factory=dict)
     license: str = "MIT (github.com/sacmehta/ESPNet)"
     fix: str = ""
+    decoder_width: int | None = None
 
     @property
     def file(self) -> str:
@@ -187,7 +189,8 @@ class WeightsPreset:
         if self.architecture == "espnet_c":
             return espnet_c(classes=classes, p=self.p, q=self.q)
         assert self.decoder_variant is not None
-        return espnet(classes=classes, p=self.p, q=self.q, decoder_variant=self.decoder_variant)
+        return espnet(classes=classes, p=self.p, q=self.q, decoder_variant=self.decoder_variant,
+                      decoder_width=self.decoder_width)
 
 
 def _weights(file: str, sha256: str, size: int) -> DataFile:
@@ -327,8 +330,9 @@ def check_file(preset: str | WeightsPreset, path: Path) -> bytes:
         kind = "a folder" if path.is_dir() else "not a regular file (a device, socket or pipe)"
         raise WeightsError(f"weights file {path} for preset {p.name!r} is {kind}; point the weights setting at the "
                            f"preset's file {p.file}, or {fix}")
-    # Read no more than the largest preset file (+1 byte): a wrong, huge file is refused without reading it whole.
-    limit = max(other.data.size for other in PRESETS.values()) + 1
+    # Read no more than the largest preset file or this model file (+1 byte): a wrong, huge file is refused without
+    # reading it whole.
+    limit = max(p.data.size, *(other.data.size for other in PRESETS.values())) + 1
     try:
         with path.open("rb") as f:
             data = f.read(limit)

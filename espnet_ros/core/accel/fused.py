@@ -310,7 +310,7 @@ class FusedESPNet(nn.Module):
                 self.stride = 1
                 self.skip_after_concat = model.decoder_variant == "camvid"
                 self.classes = int(model.classifier.weight.shape[1])
-                c = self.classes
+                c = int(model.classifier.weight.shape[0])  # the decoder's width
                 self.encoder = _FusedEncoder(enc)
                 self.head = _SplitConv(_fold_conv(enc.classifier.conv, model.br), (128, 128))
                 self.up_l3 = _conv_transpose(_sub(model, "up_l3", "0"))
