@@ -108,6 +108,7 @@ class NodeOutputs(LifecycleNode):
         return img
 
     def _publish_frame(self, frame: Frame, result: SegmentationResult) -> None:
+        """Render and publish the outputs of one segmented frame that have subscribers; count it on its camera."""
         cam, header, wanted = frame.camera, frame.msg.header, frame.wanted
         ids = result.class_ids
         published = 0
@@ -189,6 +190,7 @@ class NodeOutputs(LifecycleNode):
         return model
 
     def _skip_ground(self, cam: CameraState, kind: str, text: str) -> None:
+        """Count and report (throttled) a frame whose ground outputs were skipped."""
         with self._lock:
             cam.ground_counts[kind] += 1
             cam.stats.last_problem = text

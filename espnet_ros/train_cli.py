@@ -43,6 +43,8 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
                          "network at the network size only, for fine-tuning")
     tr.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the recipe's; upstream 300)")
     tr.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes in all")
+    tr.add_argument("--lr", type=float, default=None,
+                    help="initial learning rate (default: the recipe's; upstream 5e-4, quick 1e-3)")
     tr.add_argument("--batch-size", type=int, default=None, help="batch size (default 6; the encoder stage on CUDA 12)")
     tr.add_argument("--size", metavar="WxH", default=None,
                     help="network input size, multiples of 8 (default: the frames' size, at most 1024 wide)")
@@ -115,6 +117,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]
     if args.flip is not None:
         recipe = replace(recipe, flip=args.flip)
+    if args.lr is not None:
+        if not (math.isfinite(args.lr) and args.lr > 0):
+            from espnet_ros.core.train import TrainError
+
+            raise TrainError(f"--lr {args.lr}: give a positive learning rate, e.g. 5e-4")
+        recipe = replace(recipe, lr=args.lr)
 
     def path(v: str | None) -> Path | None:
         return None if v is None else Path(v).expanduser()

@@ -134,7 +134,7 @@ RECIPES: dict[str, Recipe] = {
         stages=("decoder",),
         passes=(ScalePass(1.0, 1.0, 32 / 1024, random_scales=(0.75, 1.0, 1.25), crop_size=(256, 192)),) * 2,
         epochs=20,
-        lr=2e-3,
+        lr=1e-3,
         batch_cpu=8,
         freeze=("level1", "sample1", "b1", "level2_0", "level2", "sample2", "b2", "level3_0", "level3", "b3"),
     ),
@@ -142,8 +142,7 @@ RECIPES: dict[str, Recipe] = {
 """``upstream``: the full two-stage recipe. ``quick``: fine-tuning for a CPU: the full network only, with the
 encoder kept as initialised except its classifier (so the backward pass runs through the decoder only), two passes
 per epoch over 256x192 windows of the frames at 0.75, 1 and 1.25 x the network size (crop-resize and flip as
-upstream), at 4x upstream's learning rate (the decoder starts over: its ESP module cannot keep the initial model's
-channels when the class count changes)."""
+upstream), at twice upstream's learning rate (the last layer starts from class means of the initial model's)."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +345,7 @@ def _default_size(samples: Sequence[Sample]) -> tuple[int, int]:
 def _config_key(cfg: TrainConfig, train_fp: str) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the checkpoint."""
     return {"classes": cfg.classes.to_dict(), "train": train_fp, "recipe": cfg.recipe.name, "init": cfg.init,
-            "void": cfg.void, "seed": cfg.seed, "flip": cfg.recipe.flip}
+            "void": cfg.void, "seed": cfg.seed, "flip": cfg.recipe.flip, "lr": cfg.recipe.lr}
 
 
 def _device(name: str) -> torch.device:
@@ -448,8 +447,8 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
         if not isinstance(resume_state, dict) or resume_state.get("format") != CHECKPOINT_FORMAT:
             raise TrainError(f"--resume: {ckpt_path} is not an espnet_ros training checkpoint")
         if json.loads(resume_state["key"]) != json.loads(json.dumps(key)):
-            raise TrainError(f"--resume: {ckpt_path} was written by a run with other classes, data, recipe, init, "
-                             "seed or --void; resume with the same options, or give another --out")
+            raise TrainError(f"--resume: {ckpt_path} was written by a run with other classes, data, recipe, --lr, "
+                             "init, seed or --void; resume with the same options, or give another --out")
         stage_index, start_epoch = int(resume_state["stage"]), int(resume_state["epoch"])
         elapsed_before = float(resume_state["elapsed"])
         history = list(json.loads(resume_state["history"]))
