@@ -52,10 +52,10 @@ OUTPUT_CHOICES: tuple[str, ...] = (
 )
 """What ``--outputs`` accepts: the node's output topic names under ``<camera namespace>/segmentation/``."""
 
-DEFAULT_OUTPUTS: tuple[str, ...] = ("class_mask", "overlay", "drivable_mask", "camera_info")
-"""Outputs written without ``--outputs``: what a reviewer and a training pipeline need, at a cost within 10 % of the
-network's own time on the CPU (docs/recordings.md). ``color_mask`` is ``class_mask`` through the palette of
-``labels``; ``drivable_overlay`` and ``confidence`` (a softmax) on request; the ground outputs come with ``--grid``."""
+DEFAULT_OUTPUTS: tuple[str, ...] = ("class_mask", "drivable_mask", "camera_info")
+"""Outputs written without ``--outputs``: what a training pipeline and a planner read, at a cost within 10 % of the
+network's own time on the CPU (docs/recordings.md). Overlays for viewing (``overlay``, ``drivable_overlay``,
+``color_mask``) and ``confidence`` (a softmax) on request; the ground outputs come with ``--grid``."""
 
 GROUND_OUTPUTS: tuple[str, ...] = ("drivable_grid", "obstacle_points")
 """The ground outputs (with ground settings only)."""
