@@ -21,7 +21,7 @@ __all__ = ["add_export_parser", "add_train_parser", "cmd_export", "cmd_train"]
 
 def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``train`` subcommand to the ``espnet-ros`` subparsers."""
-    from espnet_ros.core.train import RECIPES
+    from espnet_ros.core.recipes import RECIPES
 
     tr = sub.add_parser(
         "train", help="train ESPNet on labelled frames into a model file (docs/training.md)",
@@ -112,7 +112,8 @@ class _Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``espnet-ros train``."""
     from espnet_ros.core.classes import load_class_file
-    from espnet_ros.core.train import RECIPES, TrainConfig, train
+    from espnet_ros.core.recipes import RECIPES
+    from espnet_ros.core.train import TrainConfig, train
 
     recipe = RECIPES[args.recipe]
     if args.flip is not None:
