@@ -64,7 +64,8 @@ def add_segment_bag_parser(sub: Any, common: Callable[[argparse.ArgumentParser],
                         f"{','.join(DEFAULT_OUTPUTS)}; --grid adds drivable_grid,obstacle_points)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default: mcap)")
     p.add_argument("--compress-overlays", choices=("jpeg", "png"), default=None,
-                   help="write overlay and drivable_overlay as CompressedImage on .../overlay/compressed")
+                   help="write overlay and drivable_overlay as CompressedImage on .../overlay/compressed (without "
+                        "--outputs: adds overlay to the default outputs)")
     p.add_argument("--copy-inputs", action="store_true", help="also copy every input topic into the output bag")
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per forward pass (default: 4)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="bags segmented in parallel processes")
@@ -96,8 +97,10 @@ def add_segment_bag_parser(sub: Any, common: Callable[[argparse.ArgumentParser],
 
 
 def _settings(args: argparse.Namespace) -> SegmentBagSettings:
-
+    """The settings of a parsed ``segment-bag`` command line, checked."""
     outputs = csv_items(args.outputs) or DEFAULT_OUTPUTS
+    if not args.outputs and args.compress_overlays:  # asking for compressed overlays asks for the overlay
+        outputs = (*outputs, "overlay")
     unknown = [o for o in outputs if o not in OUTPUT_CHOICES]
     if unknown:
         raise BagCliError(f"--outputs {', '.join(unknown)}: unknown; choose among {', '.join(OUTPUT_CHOICES)}")

@@ -178,12 +178,15 @@ def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: 
         assert masks, _output(node)
         listener.destroy_publisher(warm)
         masks.clear()
-        listener.create_subscription(Image, "/image", published.append, qos_profile_sensor_data)
+        # the player publishes reliably and the listener subscribes reliably, so the frames played are known for sure;
+        # the node keeps its default (sensor-data, best-effort) input QoS
+        listener.create_subscription(Image, "/image", published.append, RELIABLE)
         # the recording at a tenth of its pace (a frame every second; the node keeps only the latest frame, so a
         # frame must be answered before the next arrives)
         player = subprocess.Popen(
             [sys.executable, "-m", "espnet_ros.image_player", str(bag), "--ros-args", "-r", f"{FRONT}:=/image",
-             "-p", f"topics:=[{FRONT}]", "-p", "loop:=false", "-p", "speed:=0.1", "-p", "wait_for_subscribers:=2"],
+             "-p", f"topics:=[{FRONT}]", "-p", "loop:=false", "-p", "speed:=0.1", "-p", "wait_for_subscribers:=2",
+                 "-p", "qos:=reliable"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 90.0
         while time.monotonic() < deadline and (player.poll() is None or len(masks) < 4):
