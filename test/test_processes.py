@@ -223,11 +223,13 @@ def test_frames_lost_in_transport_are_reported_once_on_the_console(ros_env: int,
         node = group.start("espnet_ros.segmentation_node", "--ros-args", "-p", "preset:=camvid", "-p", "device:=cpu",
                            "-p", "num_threads:=1", "-p", "backend:=fused")
         group.wait_for(node, "segmenting 1 camera(s)")
+        # frames until the node has seen a loss (it needs a frame to arrive to count those before or between)
         player = group.start("espnet_ros.image_player", str(samples_dir), "--ros-args", "-p", "rate:=10.0",
-                             "-p", "count:=30")
-        player.wait(timeout=TIMEOUT)
-        group.wait_for(node, "frames are being lost in transport", timeout=10.0)
+                             "-p", "count:=600")
+        group.wait_for(node, "frames are being lost in transport", timeout=TIMEOUT)
         time.sleep(2.0)  # more losses reported meanwhile: no second line
+        player.send_signal(signal.SIGINT)
+        player.wait(timeout=30.0)
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30.0)
     finally:
