@@ -260,7 +260,6 @@ def deserialize(message: BagMessage) -> Any:
     return deserialize_message(message.data, cls)
 
 
-
 def _typestore() -> Typestore:
     store = get_typestore(Stores.ROS2_KILTED)
     types = get_types_from_msg(_VISION_CLASS_MSG, "vision_msgs/msg/VisionClass")
@@ -278,7 +277,6 @@ def typestore() -> Typestore:
     if _STORE is None:
         _STORE = _typestore()
     return _STORE
-
 
 
 def label_info_bytes(labels: LabelSet, header: Header) -> bytes:
