@@ -110,7 +110,8 @@ def test_frames_that_waited_for_the_busy_worker_are_dropped_as_late(ros_context:
         s = h.node.stats()
         assert _accounted(s), s
         assert s.dropped_late > 0 and s.processed > 0, s
-        assert s.processed == len(h.on(0, "class_mask"))
+        # Every processed frame is answered (the last answer may still be on its way when the node is idle).
+        assert h.spin_until(lambda: len(h.on(0, "class_mask")) == s.processed), (s, len(h.on(0, "class_mask")))
         assert _in_order_once(h.on(0, "class_mask"))
 
         # The rule off: the latest frame is taken however long it waited, nothing is late.
