@@ -146,12 +146,15 @@ def _output(proc: subprocess.Popen[str]) -> str:
 
 
 def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: Path) -> None:
-    """Separate processes, the node with its default parameters (max_frame_age 1 s, sensor-data QoS)."""
+    """Separate processes, the node with its default frame rules (max_frame_age 1 s, sensor-data QoS).
+
+    The backend is the fused one: the compiled one would first compile for a minute or more on a cold cache, which
+    is the backend tests' business, not this one's."""
     bag = tmp_path / "clean"
     write_bag(bag, "sqlite3", frames=4, bad_frame=False)
     node = subprocess.Popen(
         [sys.executable, "-m", "espnet_ros.segmentation_node", "--ros-args", "-p", "preset:=camvid",
-         "-p", f"weights_dir:={WEIGHTS_DIR}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "-p", "backend:=fused", "-p", f"weights_dir:={WEIGHTS_DIR}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     player: subprocess.Popen[str] | None = None
     listener = Node("listener", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
