@@ -154,7 +154,8 @@ def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: 
     write_bag(bag, "sqlite3", frames=4, bad_frame=False)
     node = subprocess.Popen(
         [sys.executable, "-m", "espnet_ros.segmentation_node", "--ros-args", "-p", "preset:=camvid",
-         "-p", "backend:=fused", "-p", f"weights_dir:={WEIGHTS_DIR}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "-p", "backend:=fused", "-p", f"weights_dir:={WEIGHTS_DIR}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     player: subprocess.Popen[str] | None = None
     listener = Node("listener", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
