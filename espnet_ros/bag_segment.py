@@ -311,12 +311,11 @@ def segment_one_bag(segmenter: Segmenter, bag: Path, out: Path, settings: Segmen
     ``out`` closed and readable up to its last message and raises with the summary's counts in the message.
     """
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CameraInfo, CompressedImage
+    from sensor_msgs.msg import CameraInfo
 
-    from espnet_ros.bags import CAMERA_INFO_TYPE, IMAGE_TYPES, BagError, BagReader, BagWriter, select_image_topics
+    from espnet_ros.bags import CAMERA_INFO_TYPE, BagError, BagReader, BagWriter, read_frame, select_image_topics
     from espnet_ros.core.errors import ImageError
     from espnet_ros.core.segmenter import validate_image
-    from espnet_ros.image_codec import decode_compressed, decode_image
 
     started = time.perf_counter()
     summary = BagSummary(bag=str(bag), out=str(out))
@@ -350,15 +349,13 @@ def segment_one_bag(segmenter: Segmenter, bag: Path, out: Path, settings: Segmen
                     if m.topic not in bases:
                         continue
                     try:
-                        msg = deserialize_message(m.data, IMAGE_TYPES[m.msgtype])
-                        decoded = decode_compressed(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
+                        frame = read_frame(m)
+                        decoded = frame.decode()
                         validate_image(decoded.image)
                     except ImageError as exc:
                         _skip(summary, m.topic, str(exc))
-                    except (RuntimeError, ValueError, TypeError) as exc:  # bytes rclpy cannot deserialize
-                        _skip(summary, m.topic, f"cannot deserialize {m.msgtype}: {exc}")
                     else:
-                        batch.append(_Item(m.topic, m.time_ns, msg.header, decoded.image, decoded.color_order,
+                        batch.append(_Item(m.topic, m.time_ns, frame.header, decoded.image, decoded.color_order,
                                            infos.get(info_of[m.topic])))
                         if len(batch) >= settings.batch_size:
                             work.segment(batch)

@@ -5,7 +5,9 @@ paths are bags (a rosbag2 folder with ``metadata.yaml``, or a bare ``.mcap`` / `
 errors that name the file and the fix (:class:`BagError`), listing topics, iterating messages in recorded order,
 and writing a new bag whose connections carry full message definitions. Messages are serialized and deserialized by
 rclpy (:func:`rclpy.serialization.serialize_message`) into the same ``sensor_msgs`` classes the node uses, so
-:mod:`espnet_ros.image_codec` and the other message helpers work on recorded frames unchanged. Types that are not
+:mod:`espnet_ros.image_codec` and the other message helpers work on recorded frames unchanged; recorded camera frames
+(:func:`read_frame`) are deserialized by rosbags instead, whose pixel data is a view of the record (rclpy copies
+it twice, about 1.5 ms for a 2048x1024 frame; docs/recordings.md). Types that are not
 installed (``vision_msgs/LabelInfo``, not on PyPI) are registered in a rosbags type store from their message
 definition text and serialized by it. A writer refuses to fill a disk: it stops before the free space falls under a
 reserve, so the bag it closes stays readable up to its last message (:class:`DiskFullError`).
@@ -21,18 +23,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from espnet_ros.core.errors import EspnetRosError
+from espnet_ros.core.errors import EspnetRosError, ImageError
 from espnet_ros.core.labels import LabelSet
+from espnet_ros.image_codec import DecodedImage, decode_compressed, decode_image
 
 __all__ = [
     "BAG_SUFFIXES",
@@ -43,6 +48,7 @@ __all__ = [
     "LABEL_INFO_TYPE",
     "STORAGES",
     "BagError",
+    "BagFrame",
     "BagMessage",
     "BagReader",
     "BagWriter",
@@ -53,6 +59,7 @@ __all__ = [
     "image_topics",
     "is_bag",
     "label_info_bytes",
+    "read_frame",
     "select_image_topics",
     "stamp_ns",
     "typestore",
@@ -258,6 +265,45 @@ def deserialize(message: BagMessage) -> Any:
     if cls is None:
         raise BagError(f"{message.topic}: cannot deserialize type {message.msgtype}")
     return deserialize_message(message.data, cls)
+
+
+@dataclass(frozen=True)
+class BagFrame:
+    """A recorded camera frame, deserialized but not yet decoded."""
+
+    topic: str
+    time_ns: int
+    msgtype: str
+    header: Header
+    """The frame's header as an rclpy ``std_msgs/Header`` (what the outputs carry)."""
+    message: Any
+    """The record as rosbags deserializes it: the fields of the ROS message, ``data`` a NumPy view of the record."""
+
+    def decode(self) -> DecodedImage:
+        """The frame's pixels (:func:`~espnet_ros.image_codec.decode_image` or ``decode_compressed``).
+
+        Raises :class:`~espnet_ros.core.errors.ImageError` for a frame the codec refuses.
+        """
+        if self.msgtype == COMPRESSED_IMAGE_TYPE:
+            return decode_compressed(self.message)
+        return decode_image(self.message)
+
+
+def read_frame(message: BagMessage) -> BagFrame:
+    """Deserialize the Image or CompressedImage record ``message`` (its pixels are not copied).
+
+    Raises :class:`~espnet_ros.core.errors.ImageError` naming the type and the cause for a record that does not
+    deserialize (a corrupt or truncated record) and :class:`BagError` for a record of another type.
+    """
+    if message.msgtype not in IMAGE_TYPES:
+        raise BagError(f"{message.topic}: {message.msgtype} is not sensor_msgs/msg/Image or CompressedImage")
+    try:
+        msg: Any = typestore().deserialize_cdr(message.data, message.msgtype)
+    except (SerdeError, ValueError, IndexError) as exc:
+        raise ImageError(f"cannot deserialize {message.msgtype}: {exc}") from exc
+    h = msg.header
+    header = Header(stamp=Time(sec=int(h.stamp.sec), nanosec=int(h.stamp.nanosec)), frame_id=str(h.frame_id))
+    return BagFrame(message.topic, message.time_ns, message.msgtype, header, msg)
 
 
 def _typestore() -> Typestore:

@@ -114,27 +114,24 @@ def _png(out: Path, stream: str, t_ns: int, image_bgr: Any) -> None:
 def _extract_bag(path: Path, out: Path, args: argparse.Namespace, written: Counter[str],
                  skipped: dict[str, Counter[str]], bar: Any) -> None:
     import cv2
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CompressedImage
 
-    from espnet_ros.bags import IMAGE_TYPES, BagReader, select_image_topics, stamp_ns
+    from espnet_ros.bags import BagReader, read_frame, select_image_topics, stamp_ns
     from espnet_ros.core.errors import ImageError
-    from espnet_ros.image_codec import decode_compressed, decode_image
 
     keep = _Keep(args.every, args.fps)
     with BagReader(path) as reader:
         topics = select_image_topics(reader, csv_items(args.topics) or None)
         for m in reader.messages(topics):
             try:
-                msg = deserialize_message(m.data, IMAGE_TYPES[m.msgtype])
-            except (RuntimeError, ValueError, TypeError) as exc:
-                skipped[m.topic][f"cannot deserialize {m.msgtype}: {exc}"] += 1
+                frame = read_frame(m)
+            except ImageError as exc:
+                skipped[m.topic][str(exc)] += 1
                 continue
-            t = stamp_ns(msg.header) or m.time_ns
+            t = stamp_ns(frame.header) or m.time_ns
             if not keep(m.topic, t):
                 continue
             try:
-                decoded = decode_compressed(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
+                decoded = frame.decode()
             except ImageError as exc:
                 skipped[m.topic][str(exc)] += 1
                 continue

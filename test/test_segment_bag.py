@@ -8,6 +8,7 @@ unknown topic, a topic that is not an image, an existing output, a full disk) en
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
-from espnet_ros.bags import LABEL_INFO_TYPE, typestore
+from espnet_ros.bags import IMAGE_TYPE, LABEL_INFO_TYPE, BagMessage, BagReader, BagWriter, read_frame, typestore
 from espnet_ros.cli import main
+from espnet_ros.core.errors import ImageError
 from espnet_ros.core.segmenter import Segmenter
 from espnet_ros.image_codec import decode_compressed, decode_image
 from espnet_ros.label_msgs import labels_json
@@ -226,3 +228,42 @@ def test_decode_of_recorded_frames_matches_what_was_recorded(tmp_path: Path) -> 
         decoded = decode_image(deserialize_message(raw, Image))
         image = decoded.image if decoded.color_order == "bgr" else decoded.image[:, :, ::-1]
         np.testing.assert_array_equal(image, r.bgr)
+
+
+def test_recorded_frames_are_read_in_place_and_corrupt_records_skipped(
+        tmp_path: Path, segmenter: Segmenter, capsys: pytest.CaptureFixture[str]) -> None:
+    recorded = write_bag(tmp_path / "in", "mcap", frames=2, bad_frame=False)
+    with BagReader(tmp_path / "in") as reader:
+        records = list(reader.messages([FRONT, REAR]))
+    for m in records:
+        frame = read_frame(m)
+        msg = deserialize_message(m.data, Image if m.topic == FRONT else CompressedImage)
+        assert frame.header == msg.header and (frame.topic, frame.time_ns) == (m.topic, m.time_ns)
+        want = decode_image(msg) if m.topic == FRONT else decode_compressed(msg)
+        got = frame.decode()
+        np.testing.assert_array_equal(got.image, want.image)
+        assert got.color_order == want.color_order
+        if m.topic == FRONT:  # raw pixels are a view of the record: not copied, read-only
+            assert not got.image.flags.writeable
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # the Segmenter takes a read-only frame without a warning
+                ids = segmenter.segment(got.image, color_order=got.color_order).class_ids
+            copy = segmenter.segment(got.image.copy(), color_order=got.color_order).class_ids
+            np.testing.assert_array_equal(ids, copy)
+    front = next(m for m in records if m.topic == FRONT)
+    for bad in (front.data[:60], front.data[:-10], b""):
+        with pytest.raises(ImageError, match=r"cannot deserialize sensor_msgs/msg/Image"):
+            read_frame(BagMessage(front.topic, front.msgtype, front.time_ns, bad))
+
+    # a truncated record inside a bag: skipped, counted and reported, the other frames segmented
+    with BagWriter(tmp_path / "cut", "mcap") as w:
+        w.add_topic(FRONT, IMAGE_TYPE)
+        for i, m in enumerate([m for m in records if m.topic == FRONT]):
+            w.write_raw(FRONT, m.time_ns, m.data[:-10] if i == 0 else m.data)
+    status = main(["segment-bag", str(tmp_path / "cut"), "--out", str(tmp_path / "out"), "--outputs", "class_mask",
+                   *COMMON])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert f"{FRONT}: 1 frame(s) segmented, 1 skipped" in err and "cannot deserialize sensor_msgs/msg/Image" in err
+    assert len(read_back(tmp_path / "out")["/front/segmentation/class_mask"]) == 1
+    assert recorded

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from espnet_ros.core.model import upsample_logits
-from espnet_ros.core.preprocess import preprocess_tensors
+from espnet_ros.core.preprocess import frame_tensor, preprocess_tensors
 from espnet_ros.core.weights import WeightsPreset
 
 __all__ = ["GpuPipeline", "GraphKey", "PipelineOutput", "confidence_u8", "nearest_indices"]
@@ -306,7 +306,7 @@ class GpuPipeline:
         plan = self._plan(key)
         with torch.inference_mode():
             if self.device.type != "cuda":
-                frames = [torch.from_numpy(im) for im in images]
+                frames = [frame_tensor(im) for im in images]
                 outs, confs = self._compute_or_fall_back(frames, key)
                 return [
                     PipelineOutput(o.numpy(), confs[i].numpy() if confs else None) for i, o in enumerate(outs)

@@ -15,6 +15,7 @@ float rounding of it for other sizes (a different bilinear implementation).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import cv2
@@ -23,10 +24,23 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-__all__ = ["preprocess_into", "preprocess_tensors"]
+__all__ = ["frame_tensor", "preprocess_into", "preprocess_tensors"]
 
 _STRIP_ROWS = 16
 """Output rows per strip when a frame is exactly twice the network input (32 float input rows: ~0.8 MB at 2048)."""
+
+
+def frame_tensor(image: npt.NDArray[np.generic]) -> torch.Tensor:
+    """A tensor sharing the memory of the frame ``image``, read-only arrays included.
+
+    A frame may be a read-only view (a recorded message's pixels, read in place); nothing here writes to a frame, so
+    torch's warning about non-writable arrays is not raised for it.
+    """
+    if image.flags.writeable:
+        return torch.from_numpy(image)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(image)
 
 
 def _affine_into(image: torch.Tensor, order: str, gain: torch.Tensor, offset: torch.Tensor,
@@ -63,7 +77,7 @@ def preprocess_into(image: npt.NDArray[np.uint8], order: str, gain: torch.Tensor
     h, w = int(out.shape[0]), int(out.shape[1])
     size = (int(image.shape[1]), int(image.shape[0]))
     if size == (w, h):
-        _affine_into(torch.from_numpy(image), order, gain, offset, out)
+        _affine_into(frame_tensor(image), order, gain, offset, out)
     elif size == (2 * w, 2 * h):
         rows = _STRIP_ROWS
         buf = np.empty((2 * min(rows, h), image.shape[1], 3), np.float32)
@@ -73,7 +87,7 @@ def preprocess_into(image: npt.NDArray[np.uint8], order: str, gain: torch.Tensor
             np.copyto(f, image[2 * top:2 * (top + n)], casting="unsafe")
             _resize_into(f, order, gain, offset, out[top:top + n])
     else:
-        _resize_into(torch.from_numpy(image).float().numpy(), order, gain, offset, out)
+        _resize_into(frame_tensor(image).float().numpy(), order, gain, offset, out)
 
 
 def preprocess_tensors(frames: Sequence[torch.Tensor], orders: Sequence[str], network_size: tuple[int, int],

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from espnet_ros.core.accel.cache import ArtifactCache, ArtifactKey, trial_in_subprocess
-from espnet_ros.core.preprocess import preprocess_into
+from espnet_ros.core.preprocess import frame_tensor, preprocess_into
 from espnet_ros.core.weights import WeightsPreset
 
 __all__ = ["CompiledPreprocess", "block_sums_probe"]
@@ -150,5 +150,5 @@ class CompiledPreprocess:
         w, h = self.network_size
         if frame.shape != (2 * h, 2 * w, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected a ({2 * h}, {2 * w}, 3) uint8 frame, got {frame.shape} {frame.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(frame)).unsqueeze(0)  # the package assumes C order
+        x = frame_tensor(np.ascontiguousarray(frame)).unsqueeze(0)  # the package assumes C order
         return self._call(self._runners[order], x)[0]
