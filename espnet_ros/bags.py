@@ -7,7 +7,7 @@ and writing a new bag whose connections carry full message definitions. Messages
 rclpy (:func:`rclpy.serialization.serialize_message`) into the same ``sensor_msgs`` classes the node uses, so
 :mod:`espnet_ros.image_codec` and the other message helpers work on recorded frames unchanged; recorded camera frames
 (:func:`read_frame`) are deserialized by rosbags instead, whose pixel data is a view of the record (rclpy copies
-it twice, about 1.5 ms for a 2048x1024 frame; docs/recordings.md). Types that are not
+it twice; docs/recordings.md has the measurement). Types that are not
 installed (``vision_msgs/LabelInfo``, not on PyPI) are registered in a rosbags type store from their message
 definition text and serialized by it. A writer refuses to fill a disk: it stops before the free space falls under a
 reserve, so the bag it closes stays readable up to its last message (:class:`DiskFullError`).
