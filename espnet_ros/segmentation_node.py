@@ -26,6 +26,7 @@ activates itself at start.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -171,6 +172,7 @@ class SegmentationNode(NodeOutputs):
         self._wake = threading.Condition(self._lock)
         self._stopping = False
         self._busy = False
+        self._free_since = -math.inf  # monotonic time the worker last finished a batch
         self._worker: threading.Thread | None = None
         self._serving = threading.Event()  # set once the node is fully set up (or is being destroyed)
         self.max_pending_frames = 0
@@ -627,6 +629,7 @@ class SegmentationNode(NodeOutputs):
             finally:
                 with self._wake:
                     self._busy = False
+                    self._free_since = time.monotonic()
                     self._wake.notify_all()  # a deactivation waits for the batch in hand
 
     def _take_frames(self, now: float) -> list[tuple[CameraState, Image | CompressedImage]]:
@@ -639,7 +642,10 @@ class SegmentationNode(NodeOutputs):
             msg, arrival = c.pending
             c.pending = None
             period = frame_period(c.stats.input_rate.last(_PERIOD_ARRIVALS))
-            if frame_is_late(now - arrival, delay, period, c.skipped_late):
+            # Only a frame that arrived while the worker was busy waited for it; one that arrived while it was idle
+            # waited for the executor alone, and dropping it would leave the camera unanswered until its next frame
+            # (never, after a stream's last frame).
+            if arrival < self._free_since and frame_is_late(now - arrival, delay, period, c.skipped_late):
                 c.skipped_late = True
                 c.stats.dropped_late += 1
                 continue

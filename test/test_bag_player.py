@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from bag_fixtures import DELAY, FRONT, FRONT_INFO, REAR, textured, write_bag
+from diagnostic_msgs.msg import DiagnosticArray
 from node_harness import LATCHED, RELIABLE, WEIGHTS_DIR
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -145,6 +146,15 @@ def _output(proc: subprocess.Popen[str]) -> str:
     return proc.communicate(timeout=30)[0][-3000:]
 
 
+def _last_status(diagnostics: list[DiagnosticArray]) -> str:
+    """The node's last camera status on /diagnostics, as ``key=value`` pairs (what it received and dropped)."""
+    for array in reversed(diagnostics):
+        for status in array.status:
+            if "/image" in status.name:
+                return f"{status.name}: " + ", ".join(f"{kv.key}={kv.value}" for kv in status.values)
+    return "no camera status on /diagnostics"
+
+
 def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: Path) -> None:
     """Separate processes, the node with its default frame rules (max_frame_age 1 s, sensor-data QoS).
 
@@ -165,6 +175,8 @@ def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: 
     masks: list[Image] = []
     listener.create_subscription(String, "/segmentation/labels", labels.append, LATCHED)
     listener.create_subscription(Image, "/segmentation/class_mask", masks.append, RELIABLE)
+    diagnostics: list[DiagnosticArray] = []
+    listener.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     try:
         deadline = time.monotonic() + 120.0
         while not labels and time.monotonic() < deadline and node.poll() is None:
@@ -192,17 +204,18 @@ def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: 
              "-p", f"topics:=[{FRONT}]", "-p", "loop:=false", "-p", "speed:=0.1", "-p", "wait_for_subscribers:=2",
                  "-p", "qos:=reliable"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        def answered() -> list[int]:  # answers to played frames (not to late warm-up frames), in stamp order
+            return sorted(_ns(m.header.stamp) for m in masks if published and _ns(m.header.stamp) >= played()[0])
+
+        def played() -> list[int]:
+            return [_ns(m.header.stamp) for m in published]
+
         deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline and (player.poll() is None or len(masks) < 4):
-            executor.spin_once(timeout_sec=0.1)
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
+        while time.monotonic() < deadline and (player.poll() is None or answered() != played()):
             executor.spin_once(timeout_sec=0.1)
         assert player.wait(timeout=30) == 0, player.communicate()[0]
         assert len(published) == 4
-        played = [_ns(m.header.stamp) for m in published]
-        answered = sorted(_ns(m.header.stamp) for m in masks if _ns(m.header.stamp) >= played[0])  # not warm-ups
-        assert answered == played, _output(node)
+        assert answered() == played(), f"{len(answered())} of 4 answered; {_last_status(diagnostics)}\n{_output(node)}"
         assert all(m.header.frame_id == "front_optical" for m in masks)
     finally:
         for proc in (player, node):

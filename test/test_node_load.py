@@ -157,3 +157,26 @@ def test_a_frame_waits_from_its_reception_time_not_from_its_callback(ros_context
             assert expect_wait <= waited < expect_wait + 0.05, (received_ns, waited)
     finally:
         h.close()
+
+
+def test_a_frame_delayed_by_the_executor_is_not_late_when_the_worker_was_idle(ros_context: Context) -> None:
+    # A streaming camera's last frame, received while the worker was idle but handed over late by a busy executor,
+    # waited for no worker: it is answered (dropping it would leave the camera unanswered, no newer frame comes).
+    h = Harness(ros_context, {"preset": "camvid", "max_queue_delay": 0.02}, subscribe=("class_mask",))
+    try:
+        h.wait_connected()
+        cam = h.node._cameras[0]
+        frame = textured(36, 48)
+        for n in range(1, 5):  # a camera at about 5 Hz, every frame answered before the next
+            h.node._on_frame(cam, encode_image(frame, "bgr8", h.header()), {"received_timestamp": time.time_ns()})
+            assert h.spin_until(lambda n=n: len(h.on(0, "class_mask")) == n)
+            time.sleep(0.2)
+        assert h.spin_until(h.node.idle)
+        last = h.header()
+        h.node._on_frame(cam, encode_image(frame, "bgr8", last), {"received_timestamp": time.time_ns() - 60_000_000})
+        assert h.spin_until(lambda: len(h.on(0, "class_mask")) == 5)
+        assert h.on(0, "class_mask")[-1].header == last
+        s = h.node.stats()
+        assert s.dropped_late == 0 and s.processed == 5, s
+    finally:
+        h.close()
