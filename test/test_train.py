@@ -37,6 +37,7 @@ from espnet_ros.core.train import (
     adapt_state,
     class_mapping,
     class_weights,
+    load_split,
     train,
 )
 from espnet_ros.core.weights import CAMVID_PREPROCESSING, build_model, get_preset
@@ -225,6 +226,22 @@ classes:
   - {id: 3, name: person, color: [220, 20, 60], init_from: Pedestrian}
   - {id: 4, name: other, color: [0, 0, 0], void: true, init_from: Unlabelled}
 """
+
+
+def test_training_images_are_kept_in_memory_up_to_the_budget(camvid_tiny: dict[str, Path]) -> None:
+    classes = load_class_file(Path(__file__).resolve().parents[1] / "config" / "camvid_classes.yaml")
+    files = sorted(camvid_tiny["images"].iterdir())
+    frame_bytes = cv2.imread(str(files[0])).nbytes
+    _, ref_fingerprint, ref_mean, ref_std = load_split(camvid_tiny["images"], camvid_tiny["labels"], classes)
+    for budget, kept in ((0, 0), (frame_bytes, 1), (len(files) * frame_bytes, len(files))):
+        samples, fingerprint, mean, std = load_split(camvid_tiny["images"], camvid_tiny["labels"], classes, budget)
+        assert sum(s.image is not None for s in samples) == kept
+        for s in samples:  # kept or not, the same pixels; a kept image cannot be changed by a training step
+            np.testing.assert_array_equal(s.read_image(), cv2.imread(str(s.image_path)))
+            assert s.image is None or not s.image.flags.writeable
+        assert fingerprint == ref_fingerprint  # what is kept changes nothing else
+        np.testing.assert_array_equal(mean, ref_mean)
+        np.testing.assert_array_equal(std, ref_std)
 
 
 def test_class_file_example_and_errors(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ from espnet_ros.core.weights import Preprocessing, WeightsPreset, build_model
 
 __all__ = [
     "RECIPES",
+    "TRAIN_IMAGE_MEMORY",
     "Recipe",
     "Sample",
     "ScalePass",
@@ -76,6 +77,10 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "espnet_ros/checkpoint/v1"
+
+TRAIN_IMAGE_MEMORY = 1 << 30
+"""Bytes of decoded training images kept in memory between epochs (1 GiB: CamVid's 367 frames take 190 MB); the
+images beyond it are decoded from their files for every batch that uses them."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,12 @@ class Sample:
     image_path: Path
     label_path: Path
     labels: npt.NDArray[np.uint8]
+    image: npt.NDArray[np.uint8] | None = None
+    """The decoded image (read-only) when :func:`load_split` kept it, else ``None`` (read from disk when used)."""
+
+    def read_image(self) -> npt.NDArray[np.uint8]:
+        """The ``(H, W, 3) uint8 BGR`` image: the one kept in memory, or decoded from its file."""
+        return self.image if self.image is not None else _read_image(self.image_path)
 
 
 @dataclass(frozen=True)
@@ -175,13 +186,14 @@ def _read_image(path: Path) -> npt.NDArray[np.uint8]:
 
 
 def load_split(
-    images: Path, labels: Path, classes: ClassFile
+    images: Path, labels: Path, classes: ClassFile, keep_images_bytes: int = 0
 ) -> tuple[list[Sample], str, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Read and check a split: every image readable, every label map valid and of its image's size.
 
-    Returns the samples (label maps kept in memory, images read again when used), the split's fingerprint (sha256
-    over file names and contents), and the mean of the per-image BGR means and standard deviations (upstream's
-    normalisation constants for training from scratch).
+    Returns the samples (label maps kept in memory; decoded images too, in file order, while they add up to at most
+    ``keep_images_bytes``, the others are read again when used), the split's fingerprint (sha256 over file names
+    and contents), and the mean of the per-image BGR means and standard deviations (upstream's normalisation
+    constants for training from scratch).
     """
     digest = hashlib.sha256()
     samples: list[Sample] = []
@@ -194,7 +206,12 @@ def load_split(
         digest.update(label_path.name.encode() + b"\0" + hashlib.sha256(lab.tobytes()).digest())
         means.append(img.reshape(-1, 3).mean(0))
         stds.append(img.reshape(-1, 3).std(0))
-        samples.append(Sample(image_path.stem, image_path, label_path, lab))
+        kept = None
+        if img.nbytes <= keep_images_bytes:
+            keep_images_bytes -= img.nbytes
+            kept = img
+            kept.flags.writeable = False
+        samples.append(Sample(image_path.stem, image_path, label_path, lab, kept))
     return samples, digest.hexdigest(), np.mean(means, 0), np.mean(stds, 0)
 
 
@@ -270,7 +287,7 @@ def _build(stage: Stage, classes: int, p: int, q: int, variant: str, width: int 
 
 
 def _default_size(samples: Sequence[Sample]) -> tuple[int, int]:
-    h, w = _read_image(samples[0].image_path).shape[:2]
+    h, w = samples[0].read_image().shape[:2]
     scale = min(1.0, 1024.0 / w)
     return _even8(w * scale), _even8(h * scale)
 
@@ -324,7 +341,7 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     classes = cfg.classes
-    samples, train_fp, mean, std = load_split(cfg.images, cfg.labels, classes)
+    samples, train_fp, mean, std = load_split(cfg.images, cfg.labels, classes, TRAIN_IMAGE_MEMORY)
     val: list[Sample] = []
     val_fp = None
     if cfg.val_images is not None and cfg.val_labels is not None:
@@ -492,7 +509,7 @@ def train(cfg: TrainConfig, observer: TrainObserver | None = None) -> TrainResul
                 xs, ys = [], []
                 for i in idx:
                     s = samples[int(i)]
-                    x, y = augment(_read_image(s.image_path), s.labels, (pw, ph), margin, recipe.flip, rng,
+                    x, y = augment(s.read_image(), s.labels, (pw, ph), margin, recipe.flip, rng,
                                    preprocessing, 8 if stage == "encoder" else 1, crop)
                     xs.append(x)
                     ys.append(y)
