@@ -194,28 +194,30 @@ def test_bag_into_the_node_every_frame_answered(ros_context: Context, tmp_path: 
         assert masks, _output(node)
         listener.destroy_publisher(warm)
         masks.clear()
-        # the player publishes reliably and the listener subscribes reliably, so the frames played are known for sure;
-        # the node keeps its default (sensor-data, best-effort) input QoS
+        # the player re-stamps every frame when it publishes it, so the answers to played frames are those stamped
+        # after it started (warm-up frames are older); the listener also records the played frames it receives
+        # (reliably, but a reader matched late by discovery can miss the first); the node keeps its default
+        # (sensor-data, best-effort) input QoS
         listener.create_subscription(Image, "/image", published.append, RELIABLE)
+        start_ns = _ns(listener.get_clock().now().to_msg())
         # the recording at a tenth of its pace (a frame every second; the node keeps only the latest frame, so a
         # frame must be answered before the next arrives)
         player = subprocess.Popen(
             [sys.executable, "-m", "espnet_ros.image_player", str(bag), "--ros-args", "-r", f"{FRONT}:=/image",
              "-p", f"topics:=[{FRONT}]", "-p", "loop:=false", "-p", "speed:=0.1", "-p", "wait_for_subscribers:=2",
-                 "-p", "qos:=reliable"],
+             "-p", "qos:=reliable"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        def answered() -> list[int]:  # answers to played frames (not to late warm-up frames), in stamp order
-            return sorted(_ns(m.header.stamp) for m in masks if published and _ns(m.header.stamp) >= played()[0])
 
-        def played() -> list[int]:
-            return [_ns(m.header.stamp) for m in published]
+        def answered() -> list[int]:  # answers to played frames, in stamp order
+            return sorted(_ns(m.header.stamp) for m in masks if _ns(m.header.stamp) >= start_ns)
 
         deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline and (player.poll() is None or answered() != played()):
+        while time.monotonic() < deadline and (player.poll() is None or len(answered()) < 4):
             executor.spin_once(timeout_sec=0.1)
-        assert player.wait(timeout=30) == 0, player.communicate()[0]
-        assert len(published) == 4
-        assert answered() == played(), f"{len(answered())} of 4 answered; {_last_status(diagnostics)}\n{_output(node)}"
+        log = player.communicate(timeout=30)[0]
+        assert player.returncode == 0 and "published 4 frame(s)" in log, log
+        assert len(answered()) == 4, f"{len(answered())} of 4 answered; {_last_status(diagnostics)}\n{_output(node)}"
+        assert {_ns(m.header.stamp) for m in published} <= set(answered())
         assert all(m.header.frame_id == "front_optical" for m in masks)
     finally:
         for proc in (player, node):
