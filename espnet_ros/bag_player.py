@@ -30,6 +30,7 @@ from espnet_ros.bags import (
     deserialize,
     is_bag,
     select_image_topics,
+    time_msg,
 )
 from espnet_ros.ros_compat import RCLError
 
@@ -193,7 +194,7 @@ class BagPublisher:
     def _publish(self, item: PlaybackItem) -> None:
         msg = item.msg
         if self.clock is not None:
-            self.clock.publish(Clock(clock=_time_msg(item.time_ns)))
+            self.clock.publish(Clock(clock=time_msg(item.time_ns)))
         if self.restamp:
             msg.header.stamp = self.node.get_clock().now().to_msg()
         try:
@@ -215,9 +216,3 @@ class BagPublisher:
             self._timer = None
         self._stream.close()
         self.on_finish(ok)
-
-
-def _time_msg(time_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
-
-    return Time(sec=time_ns // 1_000_000_000, nanosec=time_ns % 1_000_000_000)

@@ -62,6 +62,7 @@ __all__ = [
     "read_frame",
     "select_image_topics",
     "stamp_ns",
+    "time_msg",
     "typestore",
 ]
 
@@ -109,6 +110,11 @@ class BagMessage:
 def stamp_ns(header: Header) -> int:
     """A header's stamp in nanoseconds."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def time_msg(time_ns: int) -> Time:
+    """A ``builtin_interfaces/Time`` of ``time_ns`` nanoseconds (the inverse of :func:`stamp_ns`)."""
+    return Time(sec=time_ns // 1_000_000_000, nanosec=time_ns % 1_000_000_000)
 
 
 def is_bag(path: Path) -> bool:

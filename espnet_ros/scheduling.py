@@ -6,8 +6,10 @@ come about as fast as the node segments them). :func:`frame_is_late` decides ins
 *late* — dropped so that the worker takes the camera's next frame the moment it arrives — but only when doing so
 costs nothing but throughput: the camera streams (the median gap between its last arrivals, :func:`frame_period`,
 says a newer frame is due within one period of this one's arrival), the camera was not skipped for lateness the
-previous time (so no camera starves, e.g. the second of two synchronised cameras), and the wait exceeds
-``max_queue_delay`` (negative: never). Pure and driven by explicit numbers, so tests feed it values.
+previous time (so no camera starves, e.g. the second of two synchronised cameras), the frame arrived while the worker
+was busy (one that arrived while it was idle waited for the executor alone, and dropping it would leave the camera
+unanswered until its next frame: never, after a stream's last frame), and the wait exceeds ``max_queue_delay``
+(negative: never). Pure and driven by explicit numbers, so tests feed it values.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def frame_period(arrivals: Sequence[float]) -> float | None:
     return gaps[len(gaps) // 2]
 
 
-def frame_is_late(waited: float, max_queue_delay: float, period: float | None, skipped_last_time: bool) -> bool:
+def frame_is_late(waited: float, max_queue_delay: float, period: float | None, skipped_last_time: bool,
+                  arrived_while_busy: bool = True) -> bool:
     """Whether the worker should drop a frame that waited ``waited`` seconds in its slot.
 
     Args:
@@ -38,11 +41,12 @@ def frame_is_late(waited: float, max_queue_delay: float, period: float | None, s
         max_queue_delay: the node's parameter; negative disables the rule.
         period: the camera's frame period from :func:`frame_period` (``None``: not known, not streaming).
         skipped_last_time: the camera's previous frame taken from its slot was dropped as late.
+        arrived_while_busy: the worker was busy when the frame arrived (it finished a batch after the arrival).
 
     Returns:
         ``True`` to drop the frame (a newer one of a streaming camera is due), ``False`` to process it.
     """
-    if max_queue_delay < 0 or skipped_last_time or not waited > max_queue_delay:
+    if max_queue_delay < 0 or skipped_last_time or not arrived_while_busy or not waited > max_queue_delay:
         return False
     if period is None or not (period > 0 and math.isfinite(period)):
         return False  # a single image or a burst: nothing newer is known to be coming

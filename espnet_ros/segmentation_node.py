@@ -642,10 +642,8 @@ class SegmentationNode(NodeOutputs):
             msg, arrival = c.pending
             c.pending = None
             period = frame_period(c.stats.input_rate.last(_PERIOD_ARRIVALS))
-            # Only a frame that arrived while the worker was busy waited for it; one that arrived while it was idle
-            # waited for the executor alone, and dropping it would leave the camera unanswered until its next frame
-            # (never, after a stream's last frame).
-            if arrival < self._free_since and frame_is_late(now - arrival, delay, period, c.skipped_late):
+            busy = arrival < self._free_since  # the worker finished a batch after this frame arrived
+            if frame_is_late(now - arrival, delay, period, c.skipped_late, arrived_while_busy=busy):
                 c.skipped_late = True
                 c.stats.dropped_late += 1
                 continue

@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 import cv2
-from builtin_interfaces.msg import Time
 from std_msgs.msg import Header
 
-from espnet_ros.bags import IMAGE_TYPE, BagWriter
+from espnet_ros.bags import IMAGE_TYPE, BagWriter, time_msg
 from espnet_ros.core.frames import FrameSource, samples_dir
 from espnet_ros.image_codec import encode_image
 
@@ -35,7 +34,7 @@ def main(argv: list[str]) -> int:
         writer.add_topic(TOPIC, IMAGE_TYPE)
         for i in range(count):
             t = START_NS + i * PERIOD_NS
-            header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="front_optical")
+            header = Header(stamp=time_msg(t), frame_id="front_optical")
             writer.write(TOPIC, t, encode_image(frames[i % len(frames)], "bgr8", header))
     print(f"{out}: {count} frame(s) of {frames[0].shape[1]}x{frames[0].shape[0]} on {TOPIC}")
     return 0
