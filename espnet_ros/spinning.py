@@ -22,6 +22,7 @@ from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions, get_current_signal_handlers_options, uninstall_signal_handlers
 
 from espnet_ros.ros_compat import RCLError
 
@@ -140,6 +141,12 @@ class StopSignals:
     :meth:`cleaning_up` before cleaning up (a stop that no signal caused), and :meth:`exiting` after
     ``rclpy.try_shutdown()``: when the interpreter exits it puts back the default action of a signal that has a
     Python handler, and a late Ctrl-C would kill the exiting process (exit code -2); an ignored signal stays ignored.
+
+    The first signal (and :meth:`cleaning_up`) also takes rclpy's own handlers out and stops rclpy's signal thread.
+    That thread wakes every executor's guard condition on each signal, and ``rclpy.try_shutdown()`` leaves it
+    running: a signal during clean-up made it trigger the guard condition that the executor's ``shutdown()`` was
+    destroying at that moment, and the process crashed (exit code -11) or hung in the middleware (2 of 40 player
+    stops under a burst of SIGINTs).
     """
 
     def __init__(self) -> None:
@@ -153,14 +160,26 @@ class StopSignals:
         self.received.append(signum)
         if not self._stopping:
             self._stopping = True
+            _stop_rclpy_signal_handling()
             raise KeyboardInterrupt
 
     def cleaning_up(self) -> None:
         """From now on every SIGINT and SIGTERM is ignored (the process is already on its way out)."""
         self._stopping = True
+        _stop_rclpy_signal_handling()
 
     def exiting(self) -> None:
         """Ignore SIGINT and SIGTERM for the rest of the process's life (call once ROS is shut down)."""
         self._stopping = True
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
+
+
+def _stop_rclpy_signal_handling() -> None:
+    """Put back the handlers rclpy chained in front of ours and join rclpy's signal thread (no-op if not installed).
+
+    Runs in the main thread between two bytecodes (a Python signal handler), so no middleware lock is held here
+    that the signal thread could be waiting for.
+    """
+    if get_current_signal_handlers_options() != SignalHandlerOptions.NO:
+        uninstall_signal_handlers()

@@ -241,12 +241,14 @@ def test_frames_lost_in_transport_are_reported_once_on_the_console(ros_env: int,
     assert "[WARN]" in warnings[0] and all(name in warnings[0] for name in profile_variables()), warnings[0]
 
 
-# (signal, delays before each): a terminal's Ctrl-C, then launch's own SIGINT, a third Ctrl-C, launch's SIGTERM
+# (signal, delays before each): a terminal's Ctrl-C, then launch's own SIGINT, a third Ctrl-C, launch's SIGTERM;
+# a burst (a key held down, a supervisor repeating its signal) lands on every step of the clean-up
 STOPS = {
     "one_sigint": [(signal.SIGINT, 0.0)],
     "two_sigints": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.05)],
     "three_sigints": [(signal.SIGINT, 0.0), (signal.SIGINT, 0.05), (signal.SIGINT, 0.3)],
     "sigterm": [(signal.SIGTERM, 0.0)],
+    "sigint_burst": [(signal.SIGINT, 0.0)] + [(signal.SIGINT, 0.002)] * 600,
 }
 
 
@@ -269,6 +271,8 @@ def test_node_and_player_stop_cleanly_on_signals_to_the_process_group(ros_env: i
         time.sleep(1.0)  # frames flowing: the worker is busy when the signal comes
         for signum, delay in STOPS[stop]:
             time.sleep(delay)
+            if all(proc.poll() is not None for proc in (node, player)):
+                break  # both gone: nothing left to signal
             group.signal(signum)
         for proc in (node, player):
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -282,3 +286,40 @@ def test_node_and_player_stop_cleanly_on_signals_to_the_process_group(ros_env: i
     node_out = group.text(node)
     core_line = next((line for line in node_out.splitlines() if "CPU backend fused for camvid" in line), "")
     assert "[INFO]" in core_line and "[front.espnet_segmentation]" in core_line, node_out
+
+
+_STOPPER = """
+import os, signal, sys
+import rclpy
+from rclpy.signals import SignalHandlerOptions, get_current_signal_handlers_options
+from espnet_ros.spinning import StopSignals, spin_until_shutdown
+signals = StopSignals()
+rclpy.init(args=sys.argv)
+node = rclpy.create_node("stopper")
+print("rclpy handlers before:", get_current_signal_handlers_options().name, flush=True)
+node.create_timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+spin_until_shutdown(node)
+print("rclpy handlers after:", get_current_signal_handlers_options().name, flush=True)
+for _ in range(50):
+    os.kill(os.getpid(), signal.SIGINT)
+print("received", len(signals.received), flush=True)
+signals.cleaning_up()
+node.destroy_node()
+rclpy.try_shutdown()
+signals.exiting()
+"""
+
+
+def test_the_first_stop_signal_takes_rclpy_signal_handling_out(ros_env: int) -> None:
+    """After the first SIGINT, rclpy's handlers and its signal thread are gone and later signals are ignored.
+
+    rclpy's signal thread triggers every executor's guard condition on each signal; left running during clean-up it
+    raced the executor's ``shutdown()`` that destroys that guard condition (the process crashed or hung).
+    """
+    proc = subprocess.run([sys.executable, "-c", _STOPPER], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "rclpy handlers before: ALL" in out and "rclpy handlers after: NO" in out, out
+    assert "received 51" in out, out
+    assert "Traceback" not in out, out
