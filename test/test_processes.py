@@ -255,7 +255,7 @@ STOPS = {
 @pytest.mark.parametrize("stop", list(STOPS))
 def test_node_and_player_stop_cleanly_on_signals_to_the_process_group(ros_env: int, frame_file: Path,
                                                                       stop: str) -> None:
-    """Both executables, busy with frames, exit 0 without a traceback on 1-3 SIGINTs or a SIGTERM to the group.
+    """Both executables, busy with frames, exit 0 without a traceback on 1-3 SIGINTs, a SIGTERM or a burst of SIGINTs.
 
     The node's console also shows a core log line (espnet_ros.core.segmenter, Python logging) as a ROS INFO line
     of the node's logger.
