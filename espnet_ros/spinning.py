@@ -145,8 +145,7 @@ class StopSignals:
     The first signal (and :meth:`cleaning_up`) also takes rclpy's own handlers out and stops rclpy's signal thread.
     That thread wakes every executor's guard condition on each signal, and ``rclpy.try_shutdown()`` leaves it
     running: a signal during clean-up made it trigger the guard condition that the executor's ``shutdown()`` was
-    destroying at that moment, and the process crashed (exit code -11) or hung in the middleware (2 of 40 player
-    stops under a burst of SIGINTs).
+    destroying at that moment, and the process crashed (exit code -11) or hung (docs/launch.md, "Stopping").
     """
 
     def __init__(self) -> None:
@@ -178,8 +177,8 @@ class StopSignals:
 def _stop_rclpy_signal_handling() -> None:
     """Put back the handlers rclpy chained in front of ours and join rclpy's signal thread (no-op if not installed).
 
-    Runs in the main thread between two bytecodes (a Python signal handler), so no middleware lock is held here
-    that the signal thread could be waiting for.
+    Called in the main thread, from a Python signal handler (which runs between two bytecodes) or before clean-up,
+    so no middleware lock is held here that the signal thread could be waiting for while it is joined.
     """
     if get_current_signal_handlers_options() != SignalHandlerOptions.NO:
         uninstall_signal_handlers()
