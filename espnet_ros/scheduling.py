@@ -32,8 +32,8 @@ def frame_period(arrivals: Sequence[float]) -> float | None:
     return gaps[len(gaps) // 2]
 
 
-def frame_is_late(waited: float, max_queue_delay: float, period: float | None, skipped_last_time: bool,
-                  arrived_while_busy: bool = True) -> bool:
+def frame_is_late(waited: float, max_queue_delay: float, period: float | None, skipped_last_time: bool, *,
+                  arrived_while_busy: bool) -> bool:
     """Whether the worker should drop a frame that waited ``waited`` seconds in its slot.
 
     Args:

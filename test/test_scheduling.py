@@ -27,7 +27,7 @@ from espnet_ros.scheduling import DEFAULT_MAX_QUEUE_DELAY, frame_is_late, frame_
     ],
 )
 def test_frame_is_late(waited: float, delay: float, period: float | None, skipped: bool, late: bool) -> None:
-    assert frame_is_late(waited, delay, period, skipped) is late
+    assert frame_is_late(waited, delay, period, skipped, arrived_while_busy=True) is late
 
 
 def test_frame_period_is_the_median_gap_of_three_or_more_arrivals() -> None:
